@@ -1,0 +1,82 @@
+"""Shared fixtures: the suite always runs against the *installed* package."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import indirect_buffer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_report_header(config):
+    return f"indirect_buffer {indirect_buffer.__version__} from {indirect_buffer.__file__}"
+
+
+def pytest_sessionstart(session):
+    # Importing the package from the checkout would test uncompiled or stale code.
+    pkg = Path(indirect_buffer.__file__).resolve()
+    if REPO in pkg.parents and os.environ.get("IB_ALLOW_SOURCE_TREE") != "1":
+        raise pytest.UsageError(
+            f"indirect_buffer was imported from the source tree ({pkg}); "
+            "run the suite through `sh test_install.sh`")
+
+
+def run_python(code, *, check=True, timeout=120):
+    """Run code in a fresh interpreter (crash-prone cases: a segfault fails, not kills, the run).
+
+    Returns the CompletedProcess; with check=True, a non-zero exit fails the calling test
+    with the child's output.
+    """
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        pytest.fail(f"child exited with {proc.returncode}\nstdout:\n{proc.stdout}\n"
+                    f"stderr:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def subprocess_python():
+    return run_python
+
+
+def build_cython_module(tmp_path, name, source):
+    """Compile a Cython module against the installed indirect_buffer and import it."""
+    import importlib
+
+    src_dir = tmp_path / f"build_{name}"
+    src_dir.mkdir(parents=True, exist_ok=True)
+    (src_dir / f"{name}.pyx").write_text(textwrap.dedent(source))
+    sanitize = os.environ.get("IB_SANITIZE", "")
+    flags = [f"-fsanitize={sanitize}"] if sanitize else []
+    (src_dir / "setup.py").write_text(textwrap.dedent(f"""
+        from setuptools import Extension, setup
+        from Cython.Build import cythonize
+        ext = Extension({name!r}, [{name + '.pyx'!r}], extra_compile_args=["-Wall"] + {flags!r},
+                        extra_link_args={flags!r})
+        setup(name={name!r}, ext_modules=cythonize([ext],
+              compiler_directives={{"language_level": "3"}}), script_args=["build_ext", "--inplace"])
+    """))
+    proc = subprocess.run([sys.executable, "setup.py"], cwd=src_dir, capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"building {name} failed:\n{proc.stdout}\n{proc.stderr}")
+    sys.path.insert(0, str(src_dir))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(src_dir))
+
+
+@pytest.fixture(scope="session")
+def cython_builder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cython_modules")
+
+    def build(name, source):
+        return build_cython_module(root, name, source)
+
+    return build
