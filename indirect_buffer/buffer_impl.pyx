@@ -312,6 +312,9 @@ cdef class IndirectMemory2D:
     cdef int _check_alive(self) except -1:
         if self.released_:
             raise ValueError(f"operation on released {type(self).__name__}")
+        if self.table == NULL:
+            # Only reachable through IndirectMemory2D.__new__ without a constructor.
+            raise ValueError(f"operation on uninitialised {type(self).__name__}")
         return 0
 
     cdef int _check_unlocked(self, str action) except -1:
@@ -484,7 +487,7 @@ cdef class IndirectMemory2D:
         Nothing can check that `address` really holds rows valid row pointers: that is the
         caller's promise.
         """
-        if not isinstance(address, int):
+        if not isinstance(address, int) or isinstance(address, bool):
             raise TypeError(f"address must be an int, not {type(address).__name__}")
         if address < 0 or address >= _ADDRESS_LIMIT:
             raise ValueError(f"address {address} is not a valid pointer value")
