@@ -9,7 +9,7 @@ from cpython.buffer cimport (
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcpy, memmove
+from libc.string cimport memcpy, memmove, strcmp
 
 import struct
 import sys
@@ -23,6 +23,8 @@ cdef int _INDIRECT_FLAGS = PyBUF_INDIRECT
 cdef int _CONTIGUITY_BITS = (PyBUF_C_CONTIGUOUS | PyBUF_F_CONTIGUOUS | PyBUF_ANY_CONTIGUOUS) & ~PyBUF_INDIRECT
 
 cdef bint _LITTLE = sys.byteorder == "little"
+# What a NULL Py_buffer.format means.
+cdef const char* _FMT_B = "B"
 # One past the largest pointer value (a Python int: no C shift overflow).
 _ADDRESS_LIMIT = 1 << (8 * struct.calcsize("P"))
 
@@ -127,6 +129,12 @@ cdef Py_ssize_t _total_bytes(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t itemsi
 # generic element copy between two acquired 2-D buffers
 # ---------------------------------------------------------------------------------------------
 
+cdef inline const char* _format_of(const Py_buffer* view) noexcept:
+    if view.format == NULL:
+        return _FMT_B
+    return view.format
+
+
 cdef inline char* _row_ptr(const Py_buffer* view, Py_ssize_t i) noexcept nogil:
     """Start of row i of a 2-D (direct or PIL-style indirect) buffer."""
     cdef char* p = <char*>view.buf + i * view.strides[0]
@@ -135,28 +143,69 @@ cdef inline char* _row_ptr(const Py_buffer* view, Py_ssize_t i) noexcept nogil:
     return p
 
 
-cdef int _row_extent(const Py_buffer* view, char** lo, char** hi) noexcept nogil:
-    """Lowest and highest byte touched by the elements of view (conservative box)."""
+cdef struct _Scan:
+    char* lo        # lowest byte touched by an element (NULL if there are no elements)
+    char* hi        # one past the highest byte touched
+    char* first     # start of row 0
+    bint block      # rows lie back to back with contiguous elements: one memmove copies all
+
+
+cdef void _scan(const Py_buffer* view, _Scan* out) noexcept nogil:
+    """Extent of a 2-D buffer's elements, and whether they form one C-contiguous block."""
     cdef Py_ssize_t i, rows = view.shape[0], cols = view.shape[1]
-    cdef Py_ssize_t stride = view.strides[1]
+    cdef Py_ssize_t stride = view.strides[1], k = view.itemsize, row_bytes = cols * k
     cdef char* start
-    cdef char* end
     cdef char* a
     cdef char* b
-    lo[0] = NULL
-    hi[0] = NULL
+    out.lo = out.hi = out.first = NULL
+    out.block = False
     if rows == 0 or cols == 0:
-        return 0
+        return
+    cdef bint block = cols == 1 or stride == k
+    out.first = _row_ptr(view, 0)
+    cdef Py_ssize_t rstride = view.strides[0]
+    if view.suboffsets == NULL or view.suboffsets[0] < 0:
+        # Direct buffer: the extent follows from the strides alone, no need to walk rows.
+        a = b = out.first
+        if rstride >= 0:
+            b += (rows - 1) * rstride
+        else:
+            a += (rows - 1) * rstride
+        if stride >= 0:
+            b += (cols - 1) * stride
+        else:
+            a += (cols - 1) * stride
+        out.lo, out.hi = a, b + k
+        out.block = block and (rows == 1 or rstride == row_bytes)
+        return
+    # Indirect buffer: first the cheap common case, rows back to back (owned memory).
+    cdef char* base = <char*>view.buf
+    cdef Py_ssize_t sub = view.suboffsets[0]
+    cdef char** tab = <char**>base
+    cdef char* expect = out.first - sub
+    cdef size_t mismatch = 0
+    if block and rstride == sizeof(void*):
+        # Branch-free so that the compiler can vectorise it: this check is the whole cost
+        # of copying owned memory apart from the memmove itself.
+        for i in range(rows):
+            mismatch |= <size_t>(tab[i] - (expect + i * row_bytes))
+        block = mismatch == 0
+        if block:
+            out.lo, out.hi, out.block = out.first, out.first + rows * row_bytes, True
+            return
     for i in range(rows):
         start = _row_ptr(view, i)
-        end = start + (cols - 1) * stride
-        a = start if start < end else end
-        b = (end if start < end else start) + view.itemsize
-        if lo[0] == NULL or a < lo[0]:
-            lo[0] = a
-        if hi[0] == NULL or b > hi[0]:
-            hi[0] = b
-    return 0
+        if block and start != out.first + i * row_bytes:
+            block = False
+        if stride >= 0:
+            a, b = start, start + (cols - 1) * stride + k
+        else:
+            a, b = start + (cols - 1) * stride, start + k
+        if out.lo == NULL or a < out.lo:
+            out.lo = a
+        if out.hi == NULL or b > out.hi:
+            out.hi = b
+    out.block = block
 
 
 cdef void _copy_elements(const Py_buffer* src, const Py_buffer* dst) noexcept nogil:
@@ -183,21 +232,22 @@ cdef void _copy_elements(const Py_buffer* src, const Py_buffer* dst) noexcept no
 
 cdef int _copy_buffers(Py_buffer* src, Py_buffer* dst) except -1:
     """Copy with the semantics of a copy through a temporary when the two overlap."""
-    cdef char* slo
-    cdef char* shi
-    cdef char* dlo
-    cdef char* dhi
+    cdef _Scan ss, ds
     cdef Py_ssize_t rows = src.shape[0], cols = src.shape[1]
     cdef Py_buffer tmp
     cdef void* block
     cdef Py_ssize_t tshape[2]
     cdef Py_ssize_t tstrides[2]
     with nogil:
-        _row_extent(src, &slo, &shi)
-        _row_extent(dst, &dlo, &dhi)
-    if slo == NULL or dlo == NULL:
+        _scan(src, &ss)
+        _scan(dst, &ds)
+    if ss.lo == NULL:
         return 0
-    if slo < dhi and dlo < shi:
+    if ss.block and ds.block:
+        # Both sides are one C-contiguous block: memmove is exact even when they overlap.
+        with nogil:
+            memmove(ds.first, ss.first, rows * cols * src.itemsize)
+    elif ss.lo < ds.hi and ds.lo < ss.hi:
         # Overlap: stage through a contiguous temporary so the result equals a copy via a
         # temporary, whatever the strides.
         block = malloc(<size_t>(rows * cols * src.itemsize))
@@ -234,8 +284,12 @@ cdef int _check_copy_compatible(Py_buffer* src, Py_buffer* dst, bint cast) excep
                           f"destination {_describe(dst)}")
     if src.shape[0] != dst.shape[0] or src.shape[1] != dst.shape[1]:
         raise BufferError(f"shape mismatch: source {_describe(src)}, destination {_describe(dst)}")
-    sfmt = None if src.format == NULL else src.format.decode("ascii", "replace")
-    dfmt = None if dst.format == NULL else dst.format.decode("ascii", "replace")
+    cdef const char* sc = _format_of(src)
+    cdef const char* dc = _format_of(dst)
+    if not cast and src.itemsize == dst.itemsize and strcmp(sc, dc) == 0:
+        return 0
+    sfmt = (<bytes>sc).decode("ascii", "replace")
+    dfmt = (<bytes>dc).decode("ascii", "replace")
     if cast:
         if src.itemsize != dst.itemsize:
             raise BufferError(f"cast needs equal itemsizes: source {_describe(src)} itemsize "
@@ -893,9 +947,15 @@ cdef class BufferCollection2D(IndirectMemory2D):
         self.owned_table = <void**>malloc((n if n > 0 else 1) * sizeof(void*))
         if self.views == NULL or self.owned_table == NULL:
             raise MemoryError(f"cannot allocate a collection of {n} rows")
-        cdef Py_ssize_t i, count
+        cdef Py_ssize_t i, k, count
         cdef Py_buffer* view
         cdef bint readonly = False
+        # Compared with strcmp first: the Python-level canonical comparison only runs when
+        # two rows spell their format differently (keeps the per-row cost near GetBuffer's).
+        cdef const char* expected_c = NULL
+        cdef const char* row_c
+        if expected_fmt is not None:
+            expected_c = <bytes>expected_fmt
         for i in range(n):
             obj = objs[i]
             if not PyObject_CheckBuffer(obj):
@@ -903,7 +963,7 @@ cdef class BufferCollection2D(IndirectMemory2D):
             view = &self.views[i]
             PyObject_GetBuffer(obj, view, PyBUF_FULL_RO)
             self.view_count = i + 1
-            row_fmt = "B" if view.format == NULL else view.format.decode("ascii", "replace")
+            row_c = _format_of(view)
             if view.suboffsets != NULL:
                 for k in range(view.ndim):
                     if view.suboffsets[k] >= 0:
@@ -914,13 +974,15 @@ cdef class BufferCollection2D(IndirectMemory2D):
             if not _is_c_contiguous(view):
                 raise BufferError(f"row {i} is not C-contiguous")
             count = view.len // view.itemsize
-            if expected_fmt is None:
-                expected_fmt, expected_itemsize = row_fmt.encode("ascii"), view.itemsize
-            elif _canonical_format(row_fmt) != _canonical_format(expected_fmt) \
-                    or view.itemsize != expected_itemsize:
-                raise BufferError(f"row {i} has format {row_fmt!r} (itemsize {view.itemsize}), "
-                                  f"expected {expected_fmt.decode('ascii')!r} "
-                                  f"(itemsize {expected_itemsize})")
+            if expected_c == NULL:
+                expected_fmt, expected_itemsize = <bytes>row_c, view.itemsize
+                expected_c = <bytes>expected_fmt
+            elif view.itemsize != expected_itemsize or (
+                    strcmp(row_c, expected_c) != 0
+                    and _canonical_format(<bytes>row_c) != _canonical_format(expected_fmt)):
+                raise BufferError(f"row {i} has format {(<bytes>row_c).decode('ascii', 'replace')!r}"
+                                  f" (itemsize {view.itemsize}), expected "
+                                  f"{expected_fmt.decode('ascii')!r} (itemsize {expected_itemsize})")
             if column_count == -1:
                 column_count = count
             elif count != column_count:
