@@ -21,7 +21,7 @@ cdef class IndirectMemory2D:
     # Owned memory (create/create_memory): one data block and one pointer table.
     cdef void* owned_data
     cdef void** owned_table
-    # Whatever keeps borrowed memory valid: a memory nanny, a ctypes object, a source buffer's owner.
+    # Whatever keeps borrowed memory valid: a memory nanny, a ctypes object, a held source buffer.
     cdef object keepalive
 
     # The one initialiser every constructor funnels into (format already validated).

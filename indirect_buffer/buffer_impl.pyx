@@ -3,7 +3,8 @@
 
 from cpython.buffer cimport (
     PyBUF_ANY_CONTIGUOUS, PyBUF_C_CONTIGUOUS, PyBUF_F_CONTIGUOUS, PyBUF_FORMAT,
-    PyBUF_FULL_RO, PyBUF_INDIRECT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE, PyBuffer_Release, PyObject_CheckBuffer,
+    PyBUF_FULL_RO, PyBUF_INDIRECT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE, PyBuffer_Release,
+    PyObject_CheckBuffer,
     PyObject_GetBuffer,
 )
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
@@ -20,7 +21,8 @@ cdef extern from "Python.h":
 # Every consumer must ask for at least this to follow row pointers.
 cdef int _INDIRECT_FLAGS = PyBUF_INDIRECT
 # Contiguity requests cannot be met by a table of row pointers.
-cdef int _CONTIGUITY_BITS = (PyBUF_C_CONTIGUOUS | PyBUF_F_CONTIGUOUS | PyBUF_ANY_CONTIGUOUS) & ~PyBUF_INDIRECT
+cdef int _CONTIGUITY_BITS = (
+    (PyBUF_C_CONTIGUOUS | PyBUF_F_CONTIGUOUS | PyBUF_ANY_CONTIGUOUS) & ~PyBUF_INDIRECT)
 
 cdef bint _LITTLE = sys.byteorder == "little"
 # What a NULL Py_buffer.format means.
@@ -293,7 +295,8 @@ cdef int _check_copy_compatible(Py_buffer* src, Py_buffer* dst, bint cast) excep
     if cast:
         if src.itemsize != dst.itemsize:
             raise BufferError(f"cast needs equal itemsizes: source {_describe(src)} itemsize "
-                              f"{src.itemsize}, destination {_describe(dst)} itemsize {dst.itemsize}")
+                              f"{src.itemsize}, destination {_describe(dst)} itemsize "
+                              f"{dst.itemsize}")
     elif _canonical_format(sfmt) != _canonical_format(dfmt) or src.itemsize != dst.itemsize:
         raise BufferError(f"format mismatch: source {_describe(src)}, destination {_describe(dst)}"
                           " (pass cast=True to copy the bytes anyway)")
@@ -711,7 +714,8 @@ cdef class IndirectMemory2D:
         """A new C-ordered NumPy array holding a copy of the data."""
         self._check_alive()
         np = _import_numpy("to_numpy")
-        out = np.empty((self.shape_[0], self.shape_[1]), dtype=_numpy_dtype(np, self.format_, self.itemsize_))
+        out = np.empty((self.shape_[0], self.shape_[1]),
+                       dtype=_numpy_dtype(np, self.format_, self.itemsize_))
         _copy_between(self, out, False)
         return out
 
@@ -980,9 +984,10 @@ cdef class BufferCollection2D(IndirectMemory2D):
             elif view.itemsize != expected_itemsize or (
                     strcmp(row_c, expected_c) != 0
                     and _canonical_format(<bytes>row_c) != _canonical_format(expected_fmt)):
-                raise BufferError(f"row {i} has format {(<bytes>row_c).decode('ascii', 'replace')!r}"
-                                  f" (itemsize {view.itemsize}), expected "
-                                  f"{expected_fmt.decode('ascii')!r} (itemsize {expected_itemsize})")
+                got = (<bytes>row_c).decode("ascii", "replace")
+                raise BufferError(f"row {i} has format {got!r} (itemsize {view.itemsize}), "
+                                  f"expected {expected_fmt.decode('ascii')!r} "
+                                  f"(itemsize {expected_itemsize})")
             if column_count == -1:
                 column_count = count
             elif count != column_count:
