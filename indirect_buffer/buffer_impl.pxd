@@ -23,6 +23,12 @@ cdef class IndirectMemory2D:
     cdef void** owned_table
     # Whatever keeps borrowed memory valid: a memory nanny, a ctypes object, a held source buffer.
     cdef object keepalive
+    # True while the rows are known to lie back to back and nobody outside this module has
+    # been given the table (ptr_table(), address, a buffer export), so copies may skip
+    # checking every row pointer. Cleared for good by any of those.
+    cdef bint layout_trusted
+    # Set around this module's own exports, which do not hand the table to anybody.
+    cdef bint internal_export
 
     # The one initialiser every constructor funnels into (format already validated).
     cdef int _init_layout(self, void** table, Py_ssize_t rows, Py_ssize_t cols, bytes format,

@@ -1,6 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """IndirectMemory2D and BufferCollection2D: T** memory exported through the buffer protocol."""
 
+cimport cython
 from cpython.buffer cimport (
     PyBUF_ANY_CONTIGUOUS, PyBUF_C_CONTIGUOUS, PyBUF_F_CONTIGUOUS, PyBUF_FORMAT,
     PyBUF_FULL_RO, PyBUF_INDIRECT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE, PyBuffer_Release,
@@ -12,6 +13,7 @@ from libc.stdint cimport uintptr_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memmove, strcmp
 
+import operator
 import struct
 import sys
 
@@ -48,9 +50,11 @@ cdef dict _KIND = {
 
 cdef tuple _parse_format(object format):
     """Validate a struct format; return (ascii bytes, itemsize)."""
-    cached = _format_cache.get(format)
-    if cached is not None:
-        return <tuple>cached
+    cdef bint cacheable = type(format) is str or type(format) is bytes
+    if cacheable:
+        cached = _format_cache.get(format)
+        if cached is not None:
+            return <tuple>cached
     if isinstance(format, bytes):
         text = (<bytes>format).decode("ascii", "replace")
     elif isinstance(format, str):
@@ -68,7 +72,7 @@ cdef tuple _parse_format(object format):
     if itemsize <= 0:
         raise ValueError(f"format {format!r} has itemsize 0")
     result = (text.encode("ascii"), itemsize)
-    if len(_format_cache) < 256:
+    if cacheable and len(_format_cache) < 256:
         _format_cache[format] = result
     return result
 
@@ -152,8 +156,11 @@ cdef struct _Scan:
     bint block      # rows lie back to back with contiguous elements: one memmove copies all
 
 
-cdef void _scan(const Py_buffer* view, _Scan* out) noexcept nogil:
-    """Extent of a 2-D buffer's elements, and whether they form one C-contiguous block."""
+cdef void _scan(const Py_buffer* view, bint trusted, _Scan* out) noexcept nogil:
+    """Extent of a 2-D buffer's elements, and whether they form one C-contiguous block.
+
+    trusted: the buffer is an IndirectMemory2D whose rows are known to be back to back.
+    """
     cdef Py_ssize_t i, rows = view.shape[0], cols = view.shape[1]
     cdef Py_ssize_t stride = view.strides[1], k = view.itemsize, row_bytes = cols * k
     cdef char* start
@@ -179,6 +186,9 @@ cdef void _scan(const Py_buffer* view, _Scan* out) noexcept nogil:
             a += (cols - 1) * stride
         out.lo, out.hi = a, b + k
         out.block = block and (rows == 1 or rstride == row_bytes)
+        return
+    if trusted:
+        out.lo, out.hi, out.block = out.first, out.first + rows * row_bytes, True
         return
     # Indirect buffer: first the cheap common case, rows back to back (owned memory).
     cdef char* base = <char*>view.buf
@@ -232,7 +242,8 @@ cdef void _copy_elements(const Py_buffer* src, const Py_buffer* dst) noexcept no
                 memcpy(d + j * ds, s + j * ss, k)
 
 
-cdef int _copy_buffers(Py_buffer* src, Py_buffer* dst) except -1:
+cdef int _copy_buffers(Py_buffer* src, Py_buffer* dst, bint src_trusted,
+                       bint dst_trusted) except -1:
     """Copy with the semantics of a copy through a temporary when the two overlap."""
     cdef _Scan ss, ds
     cdef Py_ssize_t rows = src.shape[0], cols = src.shape[1]
@@ -241,8 +252,8 @@ cdef int _copy_buffers(Py_buffer* src, Py_buffer* dst) except -1:
     cdef Py_ssize_t tshape[2]
     cdef Py_ssize_t tstrides[2]
     with nogil:
-        _scan(src, &ss)
-        _scan(dst, &ds)
+        _scan(src, src_trusted, &ss)
+        _scan(dst, dst_trusted, &ds)
     if ss.lo == NULL:
         return 0
     if ss.block and ds.block:
@@ -307,6 +318,8 @@ cdef int _check_copy_compatible(Py_buffer* src, Py_buffer* dst, bint cast) excep
 # IndirectMemory2D
 # ---------------------------------------------------------------------------------------------
 
+@cython.no_gc_clear  # keepalive must outlive every export, whatever order gc clears in
+@cython.auto_pickle(False)
 cdef class IndirectMemory2D:
     """A 2-D T** (table of row pointers) exported through the buffer protocol.
 
@@ -364,6 +377,7 @@ cdef class IndirectMemory2D:
         self.format_ = format
         self.readonly_ = readonly
         self.keepalive = keepalive
+        self.layout_trusted = False  # constructors that know better set it afterwards
         return 0
 
     cdef int _check_alive(self) except -1:
@@ -407,6 +421,7 @@ cdef class IndirectMemory2D:
                                                Py_ssize_t row_offset):
         _check_dims(rows, cols)
         fmt, itemsize = _parse_format(format)
+        _total_bytes(rows, cols, itemsize)
         if ptr == NULL:
             raise ValueError("the pointer table is NULL")
         cdef void** table = <void**>ptr
@@ -423,6 +438,7 @@ cdef class IndirectMemory2D:
     # -- typed accessors for C calls ----------------------------------------------------------
 
     cdef void** ptr_table(self) noexcept:
+        self.layout_trusted = False  # C may re-point rows from now on
         return self.table
 
     cdef void** checked_table(self, object format, bint writable) except NULL:
@@ -431,6 +447,7 @@ cdef class IndirectMemory2D:
             raise TypeError(f"element format is {self.format}, not {format!r}")
         if writable and self.readonly_:
             raise BufferError("writable table requested from read-only memory")
+        self.layout_trusted = False  # C may re-point rows from now on
         return self.table
 
     cdef double** double_table(self, bint writable) except NULL:
@@ -481,6 +498,8 @@ cdef class IndirectMemory2D:
         buffer.internal = NULL
         # obj: the view keeps self (and so whatever self points into) alive.
         buffer.obj = self
+        if not self.internal_export:
+            self.layout_trusted = False  # the consumer has the table in buf
         self.exports += 1
 
     def __releasebuffer__(self, Py_buffer* buffer):
@@ -515,7 +534,9 @@ cdef class IndirectMemory2D:
             row_type = type(ptr)._type_
             if not (isinstance(row_type, type) and issubclass(row_type, ctypes._Pointer)):
                 raise TypeError(f"expected a ctypes POINTER(POINTER(T)), got {type(ptr).__name__}")
-            address = <uintptr_t>(ctypes.cast(ptr, ctypes.c_void_p).value or 0)
+            # Read the pointer's value from its own storage: ctypes.cast would leave a
+            # reference cycle through ptr._objects (ptr kept alive until the next gc).
+            address = <uintptr_t>(ctypes.c_void_p.from_buffer(ptr).value or 0)
             if address == 0:
                 raise ValueError("the ctypes pointer table is NULL")
         else:
@@ -605,6 +626,7 @@ cdef class IndirectMemory2D:
     def address(self):
         """Integer address of the pointer table, for ctypes/cffi calls."""
         self._check_alive()
+        self.layout_trusted = False  # C may re-point rows from now on
         return <uintptr_t>self.table
 
     @property
@@ -725,15 +747,9 @@ cdef class IndirectMemory2D:
         Counts as an export of self. BufferError otherwise.
         """
         self._check_alive()
-        cdef Py_ssize_t i, rows = self.shape_[0], row_bytes = self.shape_[1] * self.itemsize_
-        cdef char* first = NULL
-        if rows > 0:
-            first = <char*>self.table[0] + self.suboffsets_[0]
-            for i in range(1, rows):
-                if <char*>self.table[i] + self.suboffsets_[0] != first + i * row_bytes:
-                    raise BufferError(f"rows are not back to back in memory (row {i} is not "
-                                      f"{row_bytes} bytes after row {i - 1})")
-        return memoryview(_DirectExport._make(self, first))
+        cdef _DirectExport exporter = _DirectExport.__new__(_DirectExport)
+        exporter.parent = self
+        return memoryview(exporter)
 
 
 cdef IndirectMemory2D _new_owned(Py_ssize_t rows, Py_ssize_t cols, bytes fmt,
@@ -755,6 +771,7 @@ cdef IndirectMemory2D _new_owned(Py_ssize_t rows, Py_ssize_t cols, bytes fmt,
     for i in range(rows):
         self.owned_table[i] = data + i * row_bytes
     self._init_layout(self.owned_table, rows, cols, fmt, itemsize, readonly, 0, None)
+    self.layout_trusted = True
     return self
 
 
@@ -776,40 +793,60 @@ cdef object _import_numpy(str what):
     try:
         import numpy
     except ImportError:
-        raise ImportError(f"{what}() needs NumPy, which is not installed "
-                          "(pip install numpy)") from None
+        numpy = None
+    if numpy is None:  # also when sys.modules["numpy"] is None, which `import` lets through
+        raise ImportError(f"{what}() needs NumPy, which is not installed (pip install numpy)")
     return numpy
 
 
+cdef char* _first_row_of_block(IndirectMemory2D mem) except? NULL:
+    """Start of row 0 if the rows lie back to back in memory, else BufferError."""
+    cdef Py_ssize_t i, rows = mem.shape_[0], row_bytes = mem.shape_[1] * mem.itemsize_
+    cdef Py_ssize_t sub = mem.suboffsets_[0]
+    if rows == 0:
+        return NULL
+    cdef char* first = <char*>mem.table[0] + sub
+    for i in range(1, 0 if mem.layout_trusted else rows):
+        if <char*>mem.table[i] + sub != first + i * row_bytes:
+            raise BufferError(f"rows are not back to back in memory (row {i} is not "
+                              f"{row_bytes} bytes after row {i - 1})")
+    return first
+
+
+@cython.no_gc_clear  # __releasebuffer__ needs parent, whatever order gc clears a cycle in
+@cython.auto_pickle(False)
 cdef class _DirectExport:
     """Exports the rows of an IndirectMemory2D as one C-contiguous 2-D block."""
     cdef IndirectMemory2D parent
-    cdef char* data
+    # Geometry of the live exports; refreshed by each new export (the parent cannot change
+    # shape or format while one is alive).
     cdef Py_ssize_t shape_[2]
     cdef Py_ssize_t strides_[2]
+    cdef Py_ssize_t live  # exports of this exporter (the parent counts them too)
 
-    @staticmethod
-    cdef _DirectExport _make(IndirectMemory2D parent, char* data):
-        cdef _DirectExport self = _DirectExport.__new__(_DirectExport)
-        self.parent = parent
-        # A zero-row view still needs a non-NULL buf: point at the table itself.
-        self.data = data if data != NULL else <char*>parent.table
-        self.shape_[0] = parent.shape_[0]
-        self.shape_[1] = parent.shape_[1]
-        self.strides_[0] = parent.shape_[1] * parent.itemsize_
-        self.strides_[1] = parent.itemsize_
-        return self
+    def __init__(self, *args, **kwargs):
+        raise TypeError("direct view exporters are made by IndirectMemory2D.direct_view()")
 
     def __getbuffer__(self, Py_buffer* buffer, int flags):
         cdef IndirectMemory2D p = self.parent
+        if p is None:  # made with __new__, bypassing direct_view()
+            raise ValueError("operation on uninitialised direct view exporter")
         p._check_alive()
         if (flags & PyBUF_WRITABLE) and p.readonly_:
             raise BufferError(f"{type(p).__name__} is read-only")
-        if (flags & PyBUF_F_CONTIGUOUS) == PyBUF_F_CONTIGUOUS and self.shape_[0] > 1 \
-                and self.shape_[1] > 1:
+        if (flags & PyBUF_F_CONTIGUOUS) == PyBUF_F_CONTIGUOUS and p.shape_[0] > 1 \
+                and p.shape_[1] > 1:
             raise BufferError("a direct view is C-contiguous, not Fortran-contiguous")
-        buffer.buf = self.data
-        buffer.len = self.shape_[0] * self.shape_[1] * p.itemsize_
+        # Checked at every export: C code may have re-pointed rows since the last one.
+        cdef char* data = _first_row_of_block(p)
+        if self.live == 0:
+            self.shape_[0] = p.shape_[0]
+            self.shape_[1] = p.shape_[1]
+            self.strides_[0] = p.shape_[1] * p.itemsize_
+            self.strides_[1] = p.itemsize_
+        # A zero-row view still needs a non-NULL buf: point at the table itself.
+        buffer.buf = data if data != NULL else <void*>p.table
+        buffer.len = p.shape_[0] * p.shape_[1] * p.itemsize_
         buffer.readonly = p.readonly_
         buffer.itemsize = p.itemsize_
         buffer.format = <char*>p.format_ if (flags & PyBUF_FORMAT) else NULL
@@ -822,25 +859,59 @@ cdef class _DirectExport:
         buffer.internal = NULL
         # obj: the view keeps this exporter, and through it the parent, alive.
         buffer.obj = self
+        self.live += 1
         p.exports += 1
 
     def __releasebuffer__(self, Py_buffer* buffer):
+        self.live -= 1
         self.parent.exports -= 1
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("cannot pickle a direct view exporter: it exports raw memory")
+
+    def __copy__(self):
+        raise TypeError("cannot copy a direct view exporter: it exports raw memory")
+
+    def __deepcopy__(self, memo):
+        raise TypeError("cannot copy a direct view exporter: it exports raw memory")
+
+
+cdef bint _trusted(object obj):
+    return isinstance(obj, IndirectMemory2D) and (<IndirectMemory2D>obj).layout_trusted
+
+
+cdef int _get_buffer(object obj, Py_buffer* view, int flags) except -1:
+    """PyObject_GetBuffer, marked as this module's own export (the table stays private)."""
+    cdef IndirectMemory2D mem
+    if isinstance(obj, IndirectMemory2D):
+        mem = <IndirectMemory2D>obj
+        mem.internal_export = True
+        try:
+            PyObject_GetBuffer(obj, view, flags)
+        finally:
+            mem.internal_export = False
+    else:
+        PyObject_GetBuffer(obj, view, flags)
+    return 0
 
 
 cdef int _copy_between(object src, object dst, bint cast) except -1:
     """Copy src -> dst through the buffer protocol (both may be indirect)."""
     cdef Py_buffer sview
     cdef Py_buffer dview
-    PyObject_GetBuffer(src, &sview, PyBUF_FULL_RO)
+    for obj in (src, dst):
+        if isinstance(obj, IndirectMemory2D):
+            (<IndirectMemory2D>obj)._check_alive()
+    _get_buffer(src, &sview, PyBUF_FULL_RO)
     try:
         try:
-            PyObject_GetBuffer(dst, &dview, PyBUF_FULL_RO | PyBUF_WRITABLE)
-        except BufferError as exc:
+            _get_buffer(dst, &dview, PyBUF_FULL_RO | PyBUF_WRITABLE)
+        except (BufferError, ValueError) as exc:
+            # NumPy answers a writable request on a read-only array with ValueError.
             raise BufferError(f"cannot copy into {type(dst).__name__}: {exc}") from None
         try:
             _check_copy_compatible(&sview, &dview, cast)
-            _copy_buffers(&sview, &dview)
+            _copy_buffers(&sview, &dview, _trusted(src), _trusted(dst))
         finally:
             PyBuffer_Release(&dview)
     finally:
@@ -885,7 +956,7 @@ cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint column
         if view.suboffsets != NULL and (view.suboffsets[0] >= 0 or view.suboffsets[1] >= 0):
             raise BufferError("columns of an indirect buffer are not contiguous")
     what = "columns" if columns else "rows"
-    if length > 1 and elem_stride != view.itemsize:
+    if lines > 0 and length > 1 and elem_stride != view.itemsize:
         raise BufferError(f"{what} of the source are not contiguous: element stride "
                           f"{elem_stride}, itemsize {view.itemsize}")
     # The exporter vouches for format and itemsize (NumPy's 'Zd' is not a struct format).
@@ -904,12 +975,17 @@ cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint column
     cdef IndirectMemory2D self = IndirectMemory2D.__new__(IndirectMemory2D)
     self.owned_table = table  # freed by self; the data belongs to source (held by holder)
     self._init_layout(table, lines, length, fmt, view.itemsize, readonly, 0, holder)
+    self.layout_trusted = line_sub < 0 and (lines <= 1 or line_stride == length * view.itemsize)
     return self
 
 
+@cython.auto_pickle(False)
 cdef class _HeldBuffer:
     """Owns one acquired Py_buffer and releases it when the last user is gone."""
     cdef Py_buffer* view
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("cannot pickle a held buffer")
 
     def __dealloc__(self):
         if self.view != NULL:
@@ -922,6 +998,8 @@ cdef class _HeldBuffer:
 # BufferCollection2D
 # ---------------------------------------------------------------------------------------------
 
+@cython.no_gc_clear
+@cython.auto_pickle(False)
 cdef class BufferCollection2D(IndirectMemory2D):
     """Equal-length buffers (e.g. NumPy rows, bytearrays) viewed as one T**, zero-copy.
 
@@ -932,11 +1010,21 @@ cdef class BufferCollection2D(IndirectMemory2D):
         self.views = NULL
         self.view_count = 0
 
-    def __init__(self, rows, Py_ssize_t column_count=-1, format=None, unravel=True):
+    def __init__(self, rows, column_count=-1, format=None, unravel=True):
         if self.views != NULL or self.released_ or self.table != NULL:
             raise TypeError("BufferCollection2D is already initialised")
+        if column_count is None:
+            column_count = -1
+        if isinstance(column_count, bool):
+            raise TypeError("column_count must be an int or None, not bool")
+        try:
+            column_count = operator.index(column_count)
+        except TypeError:
+            raise TypeError(f"column_count must be an int or None, not "
+                            f"{type(column_count).__name__}") from None
         if column_count < -1:
             raise ValueError(f"column_count must be >= 0 or -1 (auto), got {column_count}")
+        cdef Py_ssize_t columns = column_count
         cdef tuple objs = tuple(rows)
         cdef Py_ssize_t n = len(objs)
         expected_fmt = None
@@ -945,7 +1033,7 @@ cdef class BufferCollection2D(IndirectMemory2D):
             expected_fmt, expected_itemsize = _parse_format(format)
         elif n == 0:
             raise ValueError("an empty BufferCollection2D needs an explicit format")
-        if n == 0 and column_count == -1:
+        if n == 0 and columns == -1:
             raise ValueError("an empty BufferCollection2D needs an explicit column_count")
         self.views = <Py_buffer*>PyMem_Calloc(n if n > 0 else 1, sizeof(Py_buffer))
         self.owned_table = <void**>malloc((n if n > 0 else 1) * sizeof(void*))
@@ -954,6 +1042,7 @@ cdef class BufferCollection2D(IndirectMemory2D):
         cdef Py_ssize_t i, k, count
         cdef Py_buffer* view
         cdef bint readonly = False
+        cdef bint back_to_back = True
         # Compared with strcmp first: the Python-level canonical comparison only runs when
         # two rows spell their format differently (keeps the per-row cost near GetBuffer's).
         cdef const char* expected_c = NULL
@@ -988,15 +1077,18 @@ cdef class BufferCollection2D(IndirectMemory2D):
                 raise BufferError(f"row {i} has format {got!r} (itemsize {view.itemsize}), "
                                   f"expected {expected_fmt.decode('ascii')!r} "
                                   f"(itemsize {expected_itemsize})")
-            if column_count == -1:
-                column_count = count
-            elif count != column_count:
-                raise BufferError(f"row {i} has {count} elements, expected {column_count}")
+            if columns == -1:
+                columns = count
+            elif count != columns:
+                raise BufferError(f"row {i} has {count} elements, expected {columns}")
             if view.readonly:
                 readonly = True
             self.owned_table[i] = view.buf
-        self._init_layout(self.owned_table, n, column_count, expected_fmt, expected_itemsize,
+            if i > 0 and <char*>view.buf != <char*>self.owned_table[0] + i * count * view.itemsize:
+                back_to_back = False
+        self._init_layout(self.owned_table, n, columns, expected_fmt, expected_itemsize,
                           readonly, 0, None)
+        self.layout_trusted = back_to_back
 
     def __dealloc__(self):
         self._release_views()
