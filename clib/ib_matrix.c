@@ -1,0 +1,242 @@
+/* ib_matrix: sample T** library, see ib_matrix.h for the contract of every function. */
+#include "ib_matrix.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+/* --- allocation accounting: every malloc/calloc/free of the library goes through here ------ */
+
+static long live_allocations = 0;
+static long allocations_left = -1; /* < 0: unlimited (fault injection off) */
+
+static int may_allocate(void)
+{
+    if (allocations_left == 0)
+        return 0;
+    if (allocations_left > 0)
+        allocations_left--;
+    return 1;
+}
+
+/* calloc with the counter; n * size is checked for overflow (calloc does it too, but the
+ * counter must not move on failure). */
+static void *ib_calloc(size_t n, size_t size)
+{
+    void *p;
+    if (n == 0 || size == 0 || n > SIZE_MAX / size || !may_allocate())
+        return NULL;
+    p = calloc(n, size);
+    if (p != NULL)
+        live_allocations++;
+    return p;
+}
+
+static void ib_free(void *p)
+{
+    if (p != NULL) {
+        free(p);
+        live_allocations--;
+    }
+}
+
+long ib_live_allocations(void)
+{
+    return live_allocations;
+}
+
+void ib_fail_allocations_after(long n)
+{
+    allocations_left = n < 0 ? -1 : n;
+}
+
+/* --- 1. row-by-row matrix ------------------------------------------------------------------- */
+
+double **ib_matrix_new(size_t rows, size_t cols)
+{
+    double **m;
+    size_t i;
+    if (rows == 0 || cols == 0)
+        return NULL;
+    m = ib_calloc(rows, sizeof *m);
+    if (m == NULL)
+        return NULL;
+    for (i = 0; i < rows; i++) {
+        m[i] = ib_calloc(cols, sizeof **m);
+        if (m[i] == NULL) {
+            ib_matrix_free(m, i); /* the rows made so far, then the table */
+            return NULL;
+        }
+    }
+    return m;
+}
+
+void ib_matrix_free(double **m, size_t rows)
+{
+    size_t i;
+    if (m == NULL)
+        return;
+    for (i = 0; i < rows; i++)
+        ib_free(m[i]);
+    ib_free(m);
+}
+
+/* --- 2. single-block matrix ----------------------------------------------------------------- */
+
+double **ib_block_new(size_t rows, size_t cols)
+{
+    double **a;
+    double *data;
+    size_t i;
+    if (rows == 0 || cols == 0 || rows > SIZE_MAX / cols)
+        return NULL;
+    a = ib_calloc(rows, sizeof *a);
+    if (a == NULL)
+        return NULL;
+    data = ib_calloc(rows * cols, sizeof *data);
+    if (data == NULL) {
+        ib_free(a);
+        return NULL;
+    }
+    for (i = 0; i < rows; i++)
+        a[i] = data + i * cols;
+    return a;
+}
+
+void ib_block_free(double **a)
+{
+    if (a == NULL)
+        return;
+    ib_free(a[0]); /* a[0] owns the whole data block */
+    ib_free(a);
+}
+
+/* --- 3. and 4. reading and writing the caller's rows ---------------------------------------- */
+
+double ib_matrix_sum(const double *const *m, size_t rows, size_t cols)
+{
+    double s = 0.0;
+    size_t i, j;
+    for (i = 0; i < rows; i++)
+        for (j = 0; j < cols; j++)
+            s += m[i][j];
+    return s;
+}
+
+void ib_matrix_scale(double **m, size_t rows, size_t cols, double factor)
+{
+    size_t i, j;
+    for (i = 0; i < rows; i++)
+        for (j = 0; j < cols; j++)
+            m[i][j] *= factor;
+}
+
+void ib_matrix_iota(double **m, size_t rows, size_t cols)
+{
+    size_t i, j;
+    for (i = 0; i < rows; i++)
+        for (j = 0; j < cols; j++)
+            m[i][j] = (double)(i * cols + j);
+}
+
+int ib_image_invert(unsigned char **rows, size_t height, size_t width)
+{
+    size_t i, j;
+    if (width == 0 || height == 0)
+        return IB_OK;
+    if (rows == NULL)
+        return IB_EINVAL;
+    for (i = 0; i < height; i++)
+        if (rows[i] == NULL)
+            return IB_EINVAL;
+    for (i = 0; i < height; i++)
+        for (j = 0; j < width; j++)
+            rows[i][j] = (unsigned char)(255 - rows[i][j]);
+    return IB_OK;
+}
+
+/* --- 5. int** ------------------------------------------------------------------------------- */
+
+int ib_confusion(const int *truth, const int *pred, size_t n, int **counts, size_t k)
+{
+    size_t i, j;
+    if (counts == NULL || (n > 0 && (truth == NULL || pred == NULL)))
+        return IB_EINVAL;
+    for (i = 0; i < k; i++)
+        if (counts[i] == NULL)
+            return IB_EINVAL;
+    /* Validate everything before writing, so that counts is untouched on error. */
+    for (i = 0; i < n; i++)
+        if (truth[i] < 0 || pred[i] < 0 || (size_t)truth[i] >= k || (size_t)pred[i] >= k)
+            return IB_EINVAL;
+    for (i = 0; i < k; i++)
+        for (j = 0; j < k; j++)
+            counts[i][j] = 0;
+    for (i = 0; i < n; i++)
+        counts[truth[i]][pred[i]]++;
+    return IB_OK;
+}
+
+/* --- 6. a handle that owns a table ---------------------------------------------------------- */
+
+struct ib_model {
+    size_t rows, cols;
+    double **coef; /* from ib_matrix_new */
+};
+
+ib_model *ib_model_new(size_t rows, size_t cols)
+{
+    ib_model *m;
+    size_t i;
+    if (rows == 0 || cols == 0)
+        return NULL;
+    m = ib_calloc(1, sizeof *m);
+    if (m == NULL)
+        return NULL;
+    m->coef = ib_matrix_new(rows, cols);
+    if (m->coef == NULL) {
+        ib_free(m);
+        return NULL;
+    }
+    m->rows = rows;
+    m->cols = cols;
+    for (i = 0; i < rows && i < cols; i++)
+        m->coef[i][i] = 1.0;
+    return m;
+}
+
+void ib_model_free(ib_model *m)
+{
+    if (m == NULL)
+        return;
+    ib_matrix_free(m->coef, m->rows);
+    ib_free(m);
+}
+
+double **ib_model_coef(ib_model *m)
+{
+    return m == NULL ? NULL : m->coef;
+}
+
+size_t ib_model_rows(const ib_model *m)
+{
+    return m == NULL ? 0 : m->rows;
+}
+
+size_t ib_model_cols(const ib_model *m)
+{
+    return m == NULL ? 0 : m->cols;
+}
+
+int ib_model_predict(const ib_model *m, const double *x, double *y)
+{
+    size_t i, j;
+    if (m == NULL || x == NULL || y == NULL)
+        return IB_EINVAL;
+    for (i = 0; i < m->rows; i++) {
+        double s = 0.0;
+        for (j = 0; j < m->cols; j++)
+            s += m->coef[i][j] * x[j];
+        y[i] = s;
+    }
+    return IB_OK;
+}

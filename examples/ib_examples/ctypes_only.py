@@ -1,0 +1,151 @@
+"""Flow 5, ctypes only: clib driven from pure Python, for users with no Cython build of their own.
+
+    m = matrix_new(2, 3)                     # C allocates; a Python nanny calls ib_matrix_free
+    memoryview(m)[1, 2] = 4.0
+    matrix_scale(m, 0.5); matrix_sum(m)      # 2.0
+    model = Model(2, 3); coef = model.coef() # borrowed table; coef keeps model alive
+
+Which shared library: $IB_LIBIBMATRIX if set (e.g. clib/libibmatrix.so from
+`make -C clib shared`), else the copy of clib that setup.py compiled into this package as the
+extension module ib_examples._clib_shared (an empty module that exports the ib_* symbols), so
+a plain `pip install` is enough.
+
+IndirectMemory2D.from_ctype_ptr(ptr, rows, cols, memory_nanny=...) wraps a POINTER(POINTER(T))
+result; the nanny is any Python object, here one whose __del__ calls the library's free
+function. Tables go back into C as plain addresses (mem.address), after the checks that Cython
+code gets from double_table(): element format, writability, rows starting at table[i].
+"""
+import ctypes
+import os
+from ctypes import POINTER, c_double, c_int, c_long, c_size_t, c_void_p
+
+from indirect_buffer import IndirectMemory2D
+
+
+def _load():
+    path = os.environ.get("IB_LIBIBMATRIX")
+    if not path:
+        from . import _clib_shared  # importing it is harmless: it only gives us its path
+
+        path = _clib_shared.__file__
+    return ctypes.CDLL(path)
+
+
+lib = _load()
+DoublePP = POINTER(POINTER(c_double))
+_ModelP = c_void_p  # ib_model* is opaque: an address is all Python needs
+
+# Prototypes: without them ctypes would truncate pointers and size_t to int.
+for name, restype, argtypes in [
+    ("ib_matrix_new", DoublePP, [c_size_t, c_size_t]),
+    ("ib_matrix_free", None, [DoublePP, c_size_t]),
+    ("ib_block_new", DoublePP, [c_size_t, c_size_t]),
+    ("ib_block_free", None, [DoublePP]),
+    # Tables we pass in are IndirectMemory2D addresses: declare them as void*.
+    ("ib_matrix_sum", c_double, [c_void_p, c_size_t, c_size_t]),
+    ("ib_matrix_scale", None, [c_void_p, c_size_t, c_size_t, c_double]),
+    ("ib_model_new", _ModelP, [c_size_t, c_size_t]),
+    ("ib_model_free", None, [_ModelP]),
+    ("ib_model_coef", DoublePP, [_ModelP]),
+    ("ib_model_predict", c_int, [_ModelP, POINTER(c_double), POINTER(c_double)]),
+    ("ib_live_allocations", c_long, []),
+    ("ib_fail_allocations_after", None, [c_long]),
+]:
+    fn = getattr(lib, name)
+    fn.restype, fn.argtypes = restype, argtypes
+
+
+def live_allocations():
+    """Live allocations of the loaded clib."""
+    return lib.ib_live_allocations()
+
+
+class _CallOnce:
+    """Memory nanny: calls free_fn(*args) once, when the last wrapper/view holding it is gone."""
+
+    def __init__(self, free_fn, *args):
+        self._free = free_fn
+        self._args = args
+
+    def __del__(self):
+        self._free(*self._args)
+
+
+def _adopt(table, rows, cols, free_fn, *free_args):
+    # A NULL POINTER is falsy. Attach the nanny right away so every later error frees the table.
+    if not table:
+        raise MemoryError(f"clib could not allocate a {rows}x{cols} matrix")
+    nanny = _CallOnce(free_fn, table, *free_args)
+    return IndirectMemory2D.from_ctype_ptr(table, rows, cols, memory_nanny=nanny)
+
+
+def _check_shape(rows, cols):
+    if rows <= 0 or cols <= 0:  # clib's NULL would then not mean "out of memory"
+        raise ValueError(f"matrix shape must be positive, got ({rows}, {cols})")
+
+
+def matrix_new(rows, cols):
+    """A zeroed matrix from ib_matrix_new, freed by ib_matrix_free after the last view."""
+    _check_shape(rows, cols)
+    return _adopt(lib.ib_matrix_new(rows, cols), rows, cols, lib.ib_matrix_free, rows)
+
+
+def block_new(rows, cols):
+    """A zeroed single-block matrix from ib_block_new, freed by ib_block_free."""
+    _check_shape(rows, cols)
+    return _adopt(lib.ib_block_new(rows, cols), rows, cols, lib.ib_block_free)
+
+
+def _address(mem, writable):
+    """mem's table address for a C double** parameter (the checks double_table() does)."""
+    if mem.format != "d":
+        raise TypeError(f"element format is {mem.format!r}, not 'd'")
+    if writable and mem.readonly:
+        raise BufferError("writable table requested from read-only memory")
+    if mem.row_offset != 0:
+        raise ValueError(f"rows start {mem.row_offset} bytes after table[i]; ib_matrix expects 0")
+    return mem.address
+
+
+def matrix_sum(mem):
+    """Sum of all elements of any double IndirectMemory2D (C reads the rows)."""
+    rows, cols = mem.shape
+    return lib.ib_matrix_sum(_address(mem, False), rows, cols)
+
+
+def matrix_scale(mem, factor):
+    """Multiply every element by factor, in place (C writes the rows)."""
+    rows, cols = mem.shape
+    lib.ib_matrix_scale(_address(mem, True), rows, cols, factor)
+
+
+class Model:
+    """Owns one ib_model*; coef() views its table and keeps the Model alive."""
+
+    def __init__(self, rows, cols):
+        _check_shape(rows, cols)
+        self._ptr = None  # __del__ must work even if ib_model_new fails
+        self.rows, self.cols = rows, cols
+        self._ptr = lib.ib_model_new(rows, cols)
+        if not self._ptr:
+            raise MemoryError(f"ib_model_new({rows}, {cols}) failed")
+
+    def __del__(self):
+        if self._ptr:
+            lib.ib_model_free(self._ptr)
+            self._ptr = None
+
+    def coef(self, readonly=False):
+        """The coefficient table, zero-copy; valid as long as the result (or a view) lives."""
+        return IndirectMemory2D.from_ctype_ptr(lib.ib_model_coef(self._ptr), self.rows,
+                                               self.cols, readonly=readonly, memory_nanny=self)
+
+    def predict(self, x):
+        """coef . x as a list (C reads the coefficient table)."""
+        if len(x) != self.cols:
+            raise ValueError(f"x has {len(x)} elements, expected {self.cols}")
+        xs = (c_double * self.cols)(*x)
+        ys = (c_double * self.rows)()
+        if lib.ib_model_predict(self._ptr, xs, ys) != 0:
+            raise RuntimeError("ib_model_predict failed")
+        return list(ys)

@@ -1,0 +1,144 @@
+"""End-to-end walkthrough of every memory flow: python -m ib_examples.demo
+
+Prints what each flow does, with numbers and clib's live-allocation counts, checks every result
+against NumPy, and exits with status 1 if any check failed.
+"""
+import gc
+import sys
+
+import numpy as np
+
+from indirect_buffer import IndirectMemory2D
+
+from . import borrowed, ctypes_only, nanny_managed, numpy_in, owned
+
+failures = []
+
+
+def check(ok, what):
+    print(f"    [{'ok' if ok else 'FAILED'}] {what}")
+    if not ok:
+        failures.append(what)
+
+
+def demo_owned():
+    print("1. owned: Python allocates, C reads and writes")
+    base = owned.live_allocations()
+    mem = IndirectMemory2D.create_memory(2, 3, "d")
+    owned.matrix_iota(mem)
+    owned.matrix_scale(mem, 2.0)
+    total = owned.matrix_sum(mem)
+    print(f"    iota, scale by 2 -> {mem.to_numpy().tolist()}, sum {total}")
+    expected = np.arange(6.0).reshape(2, 3) * 2
+    check(np.array_equal(mem.to_numpy(), expected) and total == expected.sum(),
+          "C results match NumPy")
+    check(owned.live_allocations() == base, "clib allocated nothing (indirect_buffer owns it)")
+
+
+def demo_borrowed():
+    print("2. borrowed: a view of an ib_model's coefficient table")
+    base = borrowed.live_allocations()
+    model = borrowed.Model(2, 3)
+    view = memoryview(model.coef())
+    view[1, 2] = 10.0
+    y = list(model.predict([1.0, 2.0, 3.0]))
+    print(f"    coef[1, 2] = 10 through the view -> predict([1, 2, 3]) = {y}")
+    check(y == [1.0, 32.0], "C sees the write")
+    del model
+    gc.collect()
+    print(f"    model deleted, view alive: coef[1, 2] = {view[1, 2]}, "
+          f"live allocations {borrowed.live_allocations() - base}")
+    check(view[1, 2] == 10.0 and borrowed.live_allocations() == base + 4,
+          "the view keeps the model (handle + table + 2 rows) alive")
+    view.release()
+    print(f"    view released: live allocations {borrowed.live_allocations() - base}")
+    check(borrowed.live_allocations() == base, "ib_model_free ran once")
+
+
+def demo_nanny_managed():
+    print("3. nanny-managed: C allocates, ib_matrix_free / ib_block_free run after the last view")
+    base = nanny_managed.live_allocations()
+    for name, new, allocs in [("ib_matrix_new", nanny_managed.matrix_new, 4),
+                              ("ib_block_new", nanny_managed.block_new, 2)]:
+        mem = new(3, 4)
+        view = memoryview(mem)
+        view[2, 3] = 1.5
+        del mem
+        live = nanny_managed.live_allocations() - base
+        print(f"    {name}(3, 4), wrapper deleted, view alive: {live} live allocations")
+        check(live == allocs and view[2, 3] == 1.5, f"{name}: the view keeps the matrix alive")
+        view.release()
+        check(nanny_managed.live_allocations() == base, f"{name}: freed once by the library")
+    try:
+        nanny_managed.matrix_from_rows([[1.0, 2.0], [3.0, "four"]])
+    except TypeError as exc:
+        print(f"    matrix_from_rows with a bad element: TypeError ({exc})")
+    check(nanny_managed.live_allocations() == base, "half-filled matrix freed on the exception")
+    nanny_managed.fail_allocations_after(2)
+    try:
+        nanny_managed.matrix_new(3, 4)
+        check(False, "allocation failure raises MemoryError")
+    except MemoryError as exc:
+        print(f"    3rd allocation made to fail: MemoryError ({exc})")
+    finally:
+        nanny_managed.fail_allocations_after(-1)
+    check(nanny_managed.live_allocations() == base, "clib freed the partial matrix")
+
+
+def demo_numpy_in():
+    print("4. NumPy in: NumPy rows passed to C as a T**, zero-copy")
+    rows = [np.arange(3.0), np.ones(3), np.full(3, 5.0)]
+    before = [r.copy() for r in rows]
+    numpy_in.scale_rows(rows, 2.0)
+    print(f"    scale_rows(rows, 2) -> {[r.tolist() for r in rows]}")
+    check(all(np.array_equal(r, 2 * b) for r, b in zip(rows, before)),
+          "C wrote into the NumPy arrays")
+    check(numpy_in.sum_rows(rows) == sum(r.sum() for r in rows), "sum matches NumPy")
+    truth = np.array([0, 1, 2, 2, 1, 0], dtype=np.int32)
+    pred = np.array([0, 2, 2, 2, 1, 1], dtype=np.int32)
+    counts = np.zeros((3, 3), dtype=np.int32)
+    numpy_in.confusion(truth, pred, counts)
+    expected = np.zeros((3, 3), dtype=np.int32)
+    np.add.at(expected, (truth, pred), 1)
+    print(f"    confusion matrix (int**) -> {counts.tolist()}")
+    check(np.array_equal(counts, expected), "confusion matches NumPy")
+
+
+def demo_ctypes_only():
+    print("5. ctypes only: clib loaded with ctypes, no Cython of our own")
+    base = ctypes_only.live_allocations()
+    mem = ctypes_only.matrix_new(2, 3)
+    memoryview(mem)[1, 2] = 4.0
+    ctypes_only.matrix_scale(mem, 0.5)
+    total = ctypes_only.matrix_sum(mem)
+    print(f"    ib_matrix_new(2, 3), [1, 2] = 4, scale by 0.5 -> sum {total}, "
+          f"live allocations {ctypes_only.live_allocations() - base}")
+    check(total == 2.0 and ctypes_only.live_allocations() == base + 3, "ctypes flow computes")
+    del mem
+    check(ctypes_only.live_allocations() == base, "ib_matrix_free ran once")
+    model = ctypes_only.Model(2, 3)
+    coef = model.coef()
+    del model
+    memoryview(coef)[0, 1] = 2.0
+    print(f"    model deleted, coef alive: {coef.to_numpy().tolist()}")
+    check(ctypes_only.live_allocations() == base + 4, "coef keeps the model alive")
+    del coef
+    check(ctypes_only.live_allocations() == base, "ib_model_free ran once")
+
+
+def main():
+    for step in (demo_owned, demo_borrowed, demo_nanny_managed, demo_numpy_in,
+                 demo_ctypes_only):
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - report it and go on with the other flows
+            check(False, f"{step.__name__} raised {type(exc).__name__}: {exc}")
+    if failures:
+        print(f"demo: {len(failures)} check(s) FAILED")
+        return 1
+    print("demo: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

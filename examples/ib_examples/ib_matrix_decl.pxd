@@ -1,0 +1,41 @@
+# cython: language_level=3
+# The C API of clib/ib_matrix.h, for cimport by the flow modules:
+#     from ib_examples cimport ib_matrix_decl as c
+# Declarations only. This file is named unlike every .pyx on purpose: a foo.pxd next to foo.pyx
+# is taken as foo.pyx's own declaration file, not as a separate cimportable module.
+# See ib_matrix.h for each function's contract (ownership, NULL and status codes).
+
+cdef extern from "ib_matrix.h" nogil:
+    int IB_OK
+    int IB_EINVAL
+
+    # 1. row-by-row matrix: rows + 1 allocations, freed by ib_matrix_free
+    double** ib_matrix_new(size_t rows, size_t cols)
+    void ib_matrix_free(double** m, size_t rows)
+
+    # 2. single-block matrix: a[0] owns all data, freed by ib_block_free
+    double** ib_block_new(size_t rows, size_t cols)
+    void ib_block_free(double** a)
+
+    # 3. and 4. reading / writing the caller's rows
+    double ib_matrix_sum(const double* const* m, size_t rows, size_t cols)
+    void ib_matrix_scale(double** m, size_t rows, size_t cols, double factor)
+    void ib_matrix_iota(double** m, size_t rows, size_t cols)
+    int ib_image_invert(unsigned char** rows, size_t height, size_t width)
+
+    # 5. int**
+    int ib_confusion(const int* truth, const int* pred, size_t n, int** counts, size_t k)
+
+    # 6. a handle that owns a table
+    ctypedef struct ib_model:
+        pass
+    ib_model* ib_model_new(size_t rows, size_t cols)
+    void ib_model_free(ib_model* m)
+    double** ib_model_coef(ib_model* m)
+    size_t ib_model_rows(const ib_model* m)
+    size_t ib_model_cols(const ib_model* m)
+    int ib_model_predict(const ib_model* m, const double* x, double* y)
+
+    # 7. allocation accounting and fault injection
+    long ib_live_allocations()
+    void ib_fail_allocations_after(long n)

@@ -1,0 +1,51 @@
+# cython: language_level=3
+"""Flow 1, owned: Python allocates the T** memory, C reads and writes it in place.
+
+    mem = new_matrix(2, 3)            # or IndirectMemory2D.create_memory(2, 3, "d") in Python
+    matrix_iota(mem); matrix_scale(mem, 2.0); matrix_sum(mem)  ->  30.0
+
+The memory belongs to `mem` (one data block + one row table, allocated by indirect_buffer, not
+by clib): clib's allocation counter does not move.
+"""
+from indirect_buffer.buffer_impl cimport IndirectMemory2D
+
+from ib_examples cimport ib_matrix_decl as c
+
+
+def live_allocations():
+    """Live allocations of this module's copy of clib."""
+    return c.ib_live_allocations()
+
+
+def new_matrix(Py_ssize_t rows, Py_ssize_t cols):
+    """A zeroed rows x cols double matrix owned by Python (freed with the last view)."""
+    return IndirectMemory2D.create(rows, cols, "d", False)
+
+
+cdef double** _table(IndirectMemory2D mem, bint writable) except NULL:
+    # double_table() checks the element format ('d'), read-only-ness and that mem is not
+    # released. A 0-based C API also needs table[i] to point at the row itself: memory wrapped
+    # with a row offset (e.g. 1-based Numerical-Recipes rows) is not for it.
+    cdef double** table = mem.double_table(writable)
+    if mem.suboffsets_[0] != 0:
+        raise ValueError(f"rows start {mem.suboffsets_[0]} bytes after table[i]; "
+                         "ib_matrix expects 0")
+    return table
+
+
+# The C calls keep the GIL: C must not run while another thread could release() mem.
+def matrix_sum(IndirectMemory2D mem not None):
+    """Sum of all elements (C reads the rows)."""
+    cdef double** t = _table(mem, False)
+    # C does not convert double** to const double* const* implicitly: cast.
+    return c.ib_matrix_sum(<const double* const*>t, mem.shape_[0], mem.shape_[1])
+
+
+def matrix_scale(IndirectMemory2D mem not None, double factor):
+    """Multiply every element by factor, in place (C writes the rows)."""
+    c.ib_matrix_scale(_table(mem, True), mem.shape_[0], mem.shape_[1], factor)
+
+
+def matrix_iota(IndirectMemory2D mem not None):
+    """Fill element (i, j) with i * cols + j, in place."""
+    c.ib_matrix_iota(_table(mem, True), mem.shape_[0], mem.shape_[1])

@@ -1,0 +1,55 @@
+"""Build ib_examples: Cython modules that cimport indirect_buffer and compile clib in.
+
+Where clib (ib_matrix.h, ib_matrix.c) is taken from, first match wins:
+  1. $IB_CLIB_DIR, if set (an error if it does not hold ib_matrix.h);
+  2. ./clib next to this file: a vendored copy, e.g. when you copy this project on its own;
+  3. ../clib: this repository's layout (examples/ and clib/ side by side).
+pip builds a local directory in place, so 3. works for `pip install examples/`; when copying
+the project elsewhere, copy clib/ beside it (or into it), or set IB_CLIB_DIR.
+
+Build requirements (see pyproject.toml): setuptools, Cython>=3 and indirect_buffer itself,
+whose .pxd files are found on sys.path at cythonize time. To compile against the
+indirect_buffer you already have installed, build without isolation:
+    pip install --no-build-isolation ./examples
+"""
+import os
+from pathlib import Path
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+HERE = Path(__file__).resolve().parent
+
+
+def find_clib():
+    env = os.environ.get("IB_CLIB_DIR")
+    candidates = [Path(env)] if env else [HERE / "clib", HERE.parent / "clib"]
+    for path in candidates:
+        if (path / "ib_matrix.h").is_file() and (path / "ib_matrix.c").is_file():
+            # setuptools wants paths relative to setup.py (pip runs it from this directory).
+            return Path(os.path.relpath(path.resolve(), HERE))
+    raise SystemExit(f"ib_examples: clib not found in {', '.join(map(str, candidates))}; set "
+                     "IB_CLIB_DIR to the directory holding ib_matrix.h and ib_matrix.c")
+
+
+CLIB = find_clib()
+# Every module gets its own compiled copy of clib (static linking, nothing to install or find at
+# run time); each copy has its own allocation counter and frees only what it allocated.
+clib = {"sources": [str(CLIB / "ib_matrix.c")], "include_dirs": [str(CLIB)],
+        "depends": [str(CLIB / "ib_matrix.h")]}
+
+cython_modules = [
+    Extension(f"ib_examples.{name}", [f"ib_examples/{name}.pyx"] + clib["sources"],
+              include_dirs=clib["include_dirs"], depends=clib["depends"])
+    for name in ("owned", "borrowed", "nanny_managed", "numpy_in")
+]
+# For ctypes_only.py: an empty extension module carrying clib, loaded with ctypes.CDLL.
+clib_shared = Extension("ib_examples._clib_shared", ["ib_examples/_clib_shared.c"]
+                        + clib["sources"], include_dirs=clib["include_dirs"],
+                        depends=clib["depends"])
+
+setup(
+    ext_modules=cythonize(cython_modules, compiler_directives={"language_level": "3"},
+                          build_dir="build/cython")  # generated .c files stay out of the tree
+    + [clib_shared],
+)
