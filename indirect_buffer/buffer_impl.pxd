@@ -49,6 +49,17 @@ cdef class IndirectMemory2D:
     cdef long** long_table(self, bint writable) except NULL
     cdef long long** longlong_table(self, bint writable) except NULL
     cdef unsigned char** uchar_table(self, bint writable) except NULL
+    # The table is handed out exactly as wrapped: with a row_offset (suboffsets_[0]) != 0 the
+    # rows start that many bytes after table[i], as the C API that made them expects.
+
+    # Rows and columns (no checks; 0 x 0 after release()).
+    cdef Py_ssize_t rows(self) noexcept
+    cdef Py_ssize_t cols(self) noexcept
+    # Pin the memory like an export: until the matching unpin(), release(), reshaping and
+    # reinterpreting raise BufferError, so C may use the table without the GIL.
+    # ValueError if released. Every successful pin() needs exactly one unpin().
+    cdef int pin(self) except -1
+    cdef void unpin(self) noexcept
 
     @staticmethod
     cdef IndirectMemory2D create(Py_ssize_t rows, Py_ssize_t cols, object format, int readonly)

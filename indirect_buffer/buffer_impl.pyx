@@ -468,6 +468,20 @@ cdef class IndirectMemory2D:
     cdef unsigned char** uchar_table(self, bint writable) except NULL:
         return <unsigned char**>self.checked_table("B", writable)
 
+    cdef Py_ssize_t rows(self) noexcept:
+        return self.shape_[0]
+
+    cdef Py_ssize_t cols(self) noexcept:
+        return self.shape_[1]
+
+    cdef int pin(self) except -1:
+        self._check_alive()
+        self.exports += 1
+        return 0
+
+    cdef void unpin(self) noexcept:
+        self.exports -= 1
+
     # -- buffer protocol ----------------------------------------------------------------------
 
     def __getbuffer__(self, Py_buffer* buffer, int flags):
@@ -1126,18 +1140,30 @@ def as_indirect(obj, format=None, readonly=True):
 
     Accepts an IndirectMemory2D, any buffer with contiguous rows, a non-contiguous array or
     a nested sequence (the last two need NumPy). format, if given, is the element format the
-    caller needs; values are converted (through NumPy) when it differs.
+    caller needs; values are converted (through NumPy) when it differs. readonly=False asks
+    for writable memory: a read-only obj is refused with BufferError rather than copied.
+    Writes to a copy do not reach obj; check `result is obj` or use view_from_rows where
+    they must.
     """
     cdef IndirectMemory2D mem
+    cdef Py_buffer probe
     want = None if format is None else _canonical_format(_parse_format(format)[0])
     if isinstance(obj, IndirectMemory2D):
         mem = <IndirectMemory2D>obj
         mem._check_alive()
+        if not readonly and mem.readonly_:
+            raise BufferError("writable memory was requested, but the IndirectMemory2D is "
+                              "read-only")
         if want is None or want == _canonical_format(mem.format_):
-            if not readonly and mem.readonly_:
-                raise BufferError("a writable IndirectMemory2D was requested, but obj is read-only")
             return mem
     elif PyObject_CheckBuffer(obj):
+        if not readonly:
+            PyObject_GetBuffer(obj, &probe, PyBUF_FULL_RO)
+            is_readonly = probe.readonly
+            PyBuffer_Release(&probe)
+            if is_readonly:
+                raise BufferError(f"writable memory was requested, but the "
+                                  f"{type(obj).__name__} is read-only")
         try:
             view = _view_from_lines(obj, bool(readonly), False)
         except BufferError:
@@ -1158,8 +1184,10 @@ def as_indirect(obj, format=None, readonly=True):
         arr = arr.reshape(1, -1)
     if arr.ndim != 2:
         raise ValueError(f"expected 2-D data, got a {arr.ndim}-D array of shape {arr.shape}")
-    fmt = format if format is not None else arr.dtype.char
-    out = IndirectMemory2D.create(arr.shape[0], arr.shape[1], fmt, False)
+    # The array's own buffer format, so dtypes that struct cannot spell (complex) work too.
+    source = memoryview(arr)
+    out = _new_owned(arr.shape[0], arr.shape[1], source.format.encode("ascii"),
+                     source.itemsize, False)
     out.copy_from(arr)
     if readonly:
         out.make_read_only()

@@ -2,7 +2,8 @@
 """Ready-made memory nannies: keep a C-allocated T** alive and free it exactly once.
 
 Pass one to ``IndirectMemory2D.from_ptr_with_memory_nanny``; it is freed when the wrapper and
-every exported view are gone.
+every exported view are gone. A ``create`` that raises has not taken ownership: the caller
+still owns (and must free) the table.
 """
 
 # A C deallocator for a whole table, e.g. a thin adapter around a library's matrix_free.

@@ -26,21 +26,21 @@ def sum_rows(rows):
     cdef BufferCollection2D coll
     with BufferCollection2D(rows) as coll:
         return c.ib_matrix_sum(<const double* const*>coll.double_table(False),
-                               coll.shape_[0], coll.shape_[1])
+                               coll.rows(), coll.cols())
 
 
 def scale_rows(rows, double factor):
     """Multiply equal-length float64 rows by factor, in place (C writes into them)."""
     cdef BufferCollection2D coll
     with BufferCollection2D(rows) as coll:
-        c.ib_matrix_scale(coll.double_table(True), coll.shape_[0], coll.shape_[1], factor)
+        c.ib_matrix_scale(coll.double_table(True), coll.rows(), coll.cols(), factor)
 
 
 def invert_image(rows):
     """Invert uint8 image rows in place: p = 255 - p."""
     cdef BufferCollection2D coll
     with BufferCollection2D(rows) as coll:
-        if c.ib_image_invert(coll.uchar_table(True), coll.shape_[0], coll.shape_[1]) != c.IB_OK:
+        if c.ib_image_invert(coll.uchar_table(True), coll.rows(), coll.cols()) != c.IB_OK:
             raise ValueError("ib_image_invert refused the image")
 
 
@@ -51,9 +51,9 @@ def confusion(const int[::1] truth, const int[::1] pred, counts):
     cdef BufferCollection2D coll
     cdef size_t n = truth.shape[0]
     with BufferCollection2D(counts) as coll:
-        if coll.shape_[0] != coll.shape_[1]:
-            raise ValueError(f"counts must be square, got {coll.shape_[0]}x{coll.shape_[1]}")
+        if coll.rows() != coll.cols():
+            raise ValueError(f"counts must be square, got {coll.rows()}x{coll.cols()}")
         # An empty memoryview has no &x[0]: pass NULL for n == 0.
         if c.ib_confusion(&truth[0] if n else NULL, &pred[0] if n else NULL, n,
-                          coll.int_table(True), coll.shape_[0]) != c.IB_OK:
-            raise ValueError(f"a label is outside [0, {coll.shape_[0]})")
+                          coll.int_table(True), coll.rows()) != c.IB_OK:
+            raise ValueError(f"a label is outside [0, {coll.rows()})")

@@ -27,25 +27,33 @@ cdef double** _table(IndirectMemory2D mem, bint writable) except NULL:
     # released. A 0-based C API also needs table[i] to point at the row itself: memory wrapped
     # with a row offset (e.g. 1-based Numerical-Recipes rows) is not for it.
     cdef double** table = mem.double_table(writable)
-    if mem.suboffsets_[0] != 0:
-        raise ValueError(f"rows start {mem.suboffsets_[0]} bytes after table[i]; "
+    if mem.row_offset != 0:
+        raise ValueError(f"rows start {mem.row_offset} bytes after table[i]; "
                          "ib_matrix expects 0")
     return table
 
 
-# The C calls keep the GIL: C must not run while another thread could release() mem.
 def matrix_sum(IndirectMemory2D mem not None):
     """Sum of all elements (C reads the rows)."""
     cdef double** t = _table(mem, False)
     # C does not convert double** to const double* const* implicitly: cast.
-    return c.ib_matrix_sum(<const double* const*>t, mem.shape_[0], mem.shape_[1])
+    return c.ib_matrix_sum(<const double* const*>t, mem.rows(), mem.cols())
 
 
 def matrix_scale(IndirectMemory2D mem not None, double factor):
-    """Multiply every element by factor, in place (C writes the rows)."""
-    c.ib_matrix_scale(_table(mem, True), mem.shape_[0], mem.shape_[1], factor)
+    """Multiply every element by factor, in place (C writes the rows), without the GIL."""
+    cdef double** t = _table(mem, True)
+    cdef size_t rows = mem.rows(), cols = mem.cols()
+    # pin(): while C runs without the GIL, another thread could call mem.release(); pinned
+    # memory refuses that (BufferError) until unpin().
+    mem.pin()
+    try:
+        with nogil:
+            c.ib_matrix_scale(t, rows, cols, factor)
+    finally:
+        mem.unpin()
 
 
 def matrix_iota(IndirectMemory2D mem not None):
     """Fill element (i, j) with i * cols + j, in place."""
-    c.ib_matrix_iota(_table(mem, True), mem.shape_[0], mem.shape_[1])
+    c.ib_matrix_iota(_table(mem, True), mem.rows(), mem.cols())
