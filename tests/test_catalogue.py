@@ -1,0 +1,491 @@
+"""The bad-input catalogue: every rejected input, the exception it raises, and its message.
+
+Each row is (id, code, expected exception name, message fragment). All lines of `code` but the
+last are setup; the last line is the input under test and must raise exactly that exception
+(by name) with the fragment in its message. Every row runs in its own subprocess, so a crash
+fails its test instead of killing the run.
+
+docs/bad_input.md holds the same table; regenerate it after changing the catalogue with
+
+    python tests/test_catalogue.py > /dev/null   # rewrites the table in docs/bad_input.md
+
+(the script only rewrites the text between the two marker comments).
+"""
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DOC = REPO / "docs" / "bad_input.md"
+BEGIN, END = "<!-- catalogue:begin -->", "<!-- catalogue:end -->"
+
+# Helpers every row may use (defined in the child before the row's code).
+HARNESS = r'''
+import copy, ctypes, json, pickle, sys
+import _testbuffer
+from indirect_buffer import BufferCollection2D, IndirectMemory2D, as_indirect
+from indirect_buffer import nannies
+if NEEDS_NUMPY:
+    import numpy as np
+
+P = ctypes.POINTER(ctypes.c_double)
+KEEP = []  # keeps views alive while the row's last line runs
+
+
+def table(rows=2, cols=3):
+    """A ctypes double* table with valid rows."""
+    return (P * rows)(*[(ctypes.c_double * cols)() for _ in range(rows)])
+
+
+def mem(readonly=False):
+    """A 2x3 'd' IndirectMemory2D."""
+    return IndirectMemory2D.create_memory(2, 3, "d", readonly=readonly)
+
+
+def released():
+    m = mem()
+    m.release()
+    return m
+
+
+def exported(view=memoryview):
+    """A 2x3 'd' IndirectMemory2D with one live export (kept in KEEP)."""
+    m = mem()
+    KEEP.append(view(m))
+    return m
+'''
+
+RUNNER = r'''
+try:
+    exec(compile(ACTION, "<row>", "exec"))
+except BaseException as exc:
+    print(json.dumps({"type": type(exc).__name__, "message": str(exc)}))
+else:
+    print(json.dumps({"type": None, "message": ""}))
+'''
+
+T = "t = table()"
+NULLS = "t = (P * 2)()"
+
+SECTIONS = [
+    ("Negative, huge and overflowing sizes", [
+        ("create_negative_rows", 'IndirectMemory2D.create_memory(-1, 3, "d")',
+         "ValueError", "rows must be >= 0, got -1"),
+        ("create_negative_cols", 'IndirectMemory2D.create_memory(2, -5, "d")',
+         "ValueError", "cols must be >= 0, got -5"),
+        ("create_size_overflow", 'IndirectMemory2D.create_memory(2**40, 2**40, "d")',
+         "MemoryError", "rows*cols*itemsize overflows"),
+        ("create_row_bytes_overflow", 'IndirectMemory2D.create_memory(1, 2**62, "d")',
+         "MemoryError", "cols*itemsize overflows"),
+        ("create_huge_allocation", 'IndirectMemory2D.create_memory(1, 2**62, "B")',
+         "MemoryError", "cannot allocate"),
+        ("create_huge_table", 'IndirectMemory2D.create_memory(2**59, 0, "B")',
+         "MemoryError", "cannot allocate"),
+        ("create_size_beyond_ssize_t", 'IndirectMemory2D.create_memory(2**64, 1, "d")',
+         "OverflowError", "too large"),
+        ("from_address_negative_rows",
+         f'{T}\nIndirectMemory2D.from_address(ctypes.addressof(t), -1, 3, "d", memory_nanny=t)',
+         "ValueError", "rows must be >= 0, got -1"),
+        ("from_address_negative_cols",
+         f'{T}\nIndirectMemory2D.from_address(ctypes.addressof(t), 2, -1, "d", memory_nanny=t)',
+         "ValueError", "cols must be >= 0, got -1"),
+        ("from_address_size_overflow",
+         (f'{T}\nIndirectMemory2D.from_address(ctypes.addressof(t), 2**40, 2**40, "d", '
+          'memory_nanny=t)'),
+         "MemoryError", "overflows"),
+        ("from_ctype_ptr_size_overflow",
+         f'{T}\nIndirectMemory2D.from_ctype_ptr(ctypes.cast(t, ctypes.POINTER(P)), 2**40, 2**40)',
+         "MemoryError", "overflows"),
+        ("from_ctype_ptr_more_rows_than_table",
+         f"{T}\nIndirectMemory2D.from_ctype_ptr(t, 3, 3)",
+         "BufferError", "ctypes table has 2 entries, 3 rows requested"),
+        ("from_ctype_ptr_negative_row_offset",
+         f"{T}\nIndirectMemory2D.from_ctype_ptr(t, 2, 3, row_offset=-8)",
+         "ValueError", "row_offset must be >= 0, got -8"),
+        ("collection_bad_column_count", 'BufferCollection2D([b"ab"], column_count=-2)',
+         "ValueError", "column_count must be >= 0 or -1 (auto), got -2"),
+    ]),
+    ("Unknown, empty and mistyped formats", [
+        ("format_empty", 'IndirectMemory2D.create_memory(2, 3, "")',
+         "ValueError", "format must not be empty"),
+        ("format_blank", 'IndirectMemory2D.create_memory(2, 3, "  ")',
+         "ValueError", "format must not be empty"),
+        ("format_unknown", 'IndirectMemory2D.create_memory(2, 3, "Y")',
+         "ValueError", "unknown format 'Y'"),
+        ("format_unknown_bytes", 'IndirectMemory2D.create_memory(2, 3, b"Y")',
+         "ValueError", "unknown format b'Y'"),
+        ("format_non_ascii", 'IndirectMemory2D.create_memory(2, 3, "\\u00e9")',
+         "ValueError", "not ASCII"),
+        ("format_zero_itemsize", 'IndirectMemory2D.create_memory(2, 3, "0i")',
+         "ValueError", "itemsize 0"),
+        ("format_int", "IndirectMemory2D.create_memory(2, 3, 5)",
+         "TypeError", "format must be str or bytes, not int"),
+        ("format_none", "IndirectMemory2D.create_memory(2, 3, None)",
+         "TypeError", "format must be str or bytes, not NoneType"),
+        ("format_list", 'IndirectMemory2D.create_memory(2, 3, ["d"])',
+         "TypeError", "list"),
+        ("reinterpret_unknown_format", 'mem().reinterpret_data("Y")',
+         "ValueError", "unknown format 'Y'"),
+        ("reinterpret_indivisible_row", 'mem().reinterpret_data("5s")',
+         "ValueError", "row of 24 bytes is not divisible by itemsize 5"),
+        ("reinterpret_format_int", "mem().reinterpret_data(8)",
+         "TypeError", "format must be str or bytes, not int"),
+        ("from_address_empty_format",
+         f'{T}\nIndirectMemory2D.from_address(ctypes.addressof(t), 2, 3, "", memory_nanny=t)',
+         "ValueError", "format must not be empty"),
+        ("collection_unknown_format", 'BufferCollection2D([b"ab"], format="Y")',
+         "ValueError", "unknown format 'Y'"),
+        ("as_indirect_unknown_format", 'as_indirect([[1.0]], format="Y")',
+         "ValueError", "unknown format 'Y'"),
+    ]),
+    ("Wrong types", [
+        ("instantiate_directly", "IndirectMemory2D()",
+         "TypeError", "cannot be instantiated directly"),
+        ("create_float_size", 'IndirectMemory2D.create_memory(2.5, 3, "d")',
+         "TypeError", "integer"),
+        ("create_str_size", 'IndirectMemory2D.create_memory("2", 3, "d")',
+         "TypeError", "integer"),
+        ("from_ctype_ptr_list", "IndirectMemory2D.from_ctype_ptr([1, 2], 2, 3)",
+         "TypeError", "got list"),
+        ("from_ctype_ptr_array_of_values",
+         "IndirectMemory2D.from_ctype_ptr((ctypes.c_double * 3)(), 1, 3)",
+         "TypeError", "expected a ctypes array of POINTER(T)"),
+        ("from_ctype_ptr_single_pointer",
+         "IndirectMemory2D.from_ctype_ptr(ctypes.pointer(ctypes.c_double()), 1, 1)",
+         "TypeError", "POINTER(POINTER(T))"),
+        ("from_address_str", 'IndirectMemory2D.from_address("0x1000", 1, 1, "d")',
+         "TypeError", "address must be an int, not str"),
+        ("from_address_float", 'IndirectMemory2D.from_address(4096.0, 1, 1, "d")',
+         "TypeError", "address must be an int, not float"),
+        ("from_address_bool", 'IndirectMemory2D.from_address(True, 1, 1, "d")',
+         "TypeError", "address must be an int, not bool"),
+        ("from_address_negative", 'IndirectMemory2D.from_address(-1, 1, 1, "d")',
+         "ValueError", "address -1 is not a valid pointer value"),
+        ("from_address_too_large", 'IndirectMemory2D.from_address(2**64, 1, 1, "d")',
+         "ValueError", "is not a valid pointer value"),
+        ("collection_not_iterable", "BufferCollection2D(5)",
+         "TypeError", "not iterable"),
+        ("collection_int_row", 'BufferCollection2D([b"ab", 12])',
+         "TypeError", "row 1 is not a buffer: int"),
+        ("collection_str_row", 'BufferCollection2D(["ab"])',
+         "TypeError", "row 0 is not a buffer: str"),
+        ("collection_init_twice", 'c = BufferCollection2D([b"ab"])\nc.__init__([b"cd"])',
+         "TypeError", "already initialised"),
+        ("view_from_rows_list", "IndirectMemory2D.view_from_rows([[1.0, 2.0]])",
+         "TypeError", "list"),
+        ("copy_from_list", "mem().copy_from([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])",
+         "TypeError", "list"),
+        ("copy_to_none", "mem().copy_to(None)",
+         "TypeError", "NoneType"),
+        ("as_indirect_scalar_object", "as_indirect(object())",
+         "ValueError", "expected 2-D data, got a 0-D array"),
+        ("as_indirect_3d", "as_indirect(np.zeros((2, 2, 2)))",
+         "ValueError", "expected 2-D data, got a 3-D array"),
+        ("uninitialised_object", "memoryview(IndirectMemory2D.__new__(IndirectMemory2D))",
+         "ValueError", "uninitialised"),
+        ("uninitialised_collection", "BufferCollection2D.__new__(BufferCollection2D).shape",
+         "ValueError", "uninitialised"),
+        ("direct_exporter_instantiated", "type(mem().direct_view().obj)()",
+         "TypeError", ""),
+        ("direct_exporter_uninitialised_export",
+         "cls = type(mem().direct_view().obj)\nmemoryview(cls.__new__(cls))",
+         "ValueError", ""),
+    ]),
+    ("NULL pointer tables and NULL rows", [
+        ("from_address_null_table", 'IndirectMemory2D.from_address(0, 2, 3, "d")',
+         "ValueError", "the pointer table is NULL"),
+        ("from_address_null_rows",
+         (f'{NULLS}\nIndirectMemory2D.from_address(ctypes.addressof(t), 2, 3, "d", '
+          'memory_nanny=t)'),
+         "ValueError", "row 0 of the pointer table is NULL"),
+        ("from_address_second_row_null",
+         ('t = (P * 2)((ctypes.c_double * 3)())\n'
+          'IndirectMemory2D.from_address(ctypes.addressof(t), 2, 3, "d", memory_nanny=t)'),
+         "ValueError", "row 1 of the pointer table is NULL"),
+        ("from_ctype_ptr_null_pointer",
+         "IndirectMemory2D.from_ctype_ptr(ctypes.POINTER(P)(), 2, 3)",
+         "ValueError", "the ctypes pointer table is NULL"),
+        ("from_ctype_ptr_null_rows", f"{NULLS}\nIndirectMemory2D.from_ctype_ptr(t, 2, 3)",
+         "ValueError", "row 0 of the pointer table is NULL"),
+        ("from_ctype_ptr_pointer_to_null_rows",
+         f"{NULLS}\nIndirectMemory2D.from_ctype_ptr(ctypes.cast(t, ctypes.POINTER(P)), 2, 3)",
+         "ValueError", "row 0 of the pointer table is NULL"),
+    ]),
+    ("Mismatched collections", [
+        ("collection_row_length_mismatch", 'BufferCollection2D([b"abc", b"de"])',
+         "BufferError", "row 1 has 2 elements, expected 3"),
+        ("collection_column_count_mismatch", 'BufferCollection2D([b"abc"], column_count=4)',
+         "BufferError", "row 0 has 3 elements, expected 4"),
+        ("collection_fifth_row_bad",
+         "BufferCollection2D([np.zeros(4)] * 4 + [np.zeros(5)] + [np.zeros(4)])",
+         "BufferError", "row 4 has 5 elements, expected 4"),
+        ("collection_format_mismatch",
+         "BufferCollection2D([np.zeros(3), np.zeros(3, dtype=np.int64)])",
+         "BufferError", "expected 'd' (itemsize 8)"),
+        ("collection_itemsize_mismatch",
+         "BufferCollection2D([np.zeros(3), np.zeros(3, dtype=np.float32)])",
+         "BufferError", "(itemsize 4), expected 'd' (itemsize 8)"),
+        ("collection_explicit_format_mismatch",
+         'BufferCollection2D([np.zeros(3)], format="i")',
+         "BufferError", "row 0 has format 'd' (itemsize 8), expected 'i'"),
+        ("collection_empty_without_format", "BufferCollection2D([])",
+         "ValueError", "needs an explicit format"),
+        ("collection_empty_without_column_count", 'BufferCollection2D([], format="d")',
+         "ValueError", "needs an explicit column_count"),
+        ("collection_indirect_row", "BufferCollection2D([mem()])",
+         "BufferError", "row 0 is an indirect buffer"),
+        ("collection_2d_row_without_unravel",
+         "BufferCollection2D([np.zeros((2, 2))], unravel=False)",
+         "BufferError", "row 0 is 2-D, expected 1-D"),
+        ("copy_from_shape_mismatch", "mem().copy_from(np.zeros((3, 2)))",
+         "BufferError", "shape mismatch"),
+        ("copy_from_format_mismatch", "mem().copy_from(np.zeros((2, 3), dtype=np.int32))",
+         "BufferError", "format mismatch"),
+        ("copy_from_cast_itemsize_mismatch",
+         "mem().copy_from(np.zeros((2, 3), dtype=np.int32), cast=True)",
+         "BufferError", "cast needs equal itemsizes"),
+        ("copy_from_1d", "mem().copy_from(np.zeros(6))",
+         "BufferError", "copy needs 2-D buffers"),
+        ("copy_to_shape_mismatch", "mem().copy_to(np.zeros((2, 4)))",
+         "BufferError", "shape mismatch"),
+    ]),
+    ("Non-contiguous inputs where contiguous ones are required", [
+        ("collection_strided_row", "BufferCollection2D([np.zeros(6)[::2]])",
+         "BufferError", "row 0 is not C-contiguous"),
+        ("collection_fortran_row", 'BufferCollection2D([np.zeros((2, 3), order="F")])',
+         "BufferError", "row 0 is not C-contiguous"),
+        ("view_from_rows_strided", "IndirectMemory2D.view_from_rows(np.zeros((3, 4))[:, ::2])",
+         "BufferError", "rows of the source are not contiguous"),
+        ("view_from_columns_c_order", "IndirectMemory2D.view_from_columns(np.zeros((3, 4)))",
+         "BufferError", "columns of the source are not contiguous"),
+        ("view_from_columns_indirect", "IndirectMemory2D.view_from_columns(mem())",
+         "BufferError", "columns of an indirect buffer are not contiguous"),
+        ("view_from_rows_3d", "IndirectMemory2D.view_from_rows(np.zeros((2, 2, 2)))",
+         "BufferError", "expected a 1-D or 2-D buffer, got 3-D"),
+        ("direct_view_scattered_rows",
+         "BufferCollection2D([bytearray(4), bytearray(4)]).direct_view()",
+         "BufferError", "rows are not back to back"),
+        ("consumer_without_indirect",
+         "_testbuffer.ndarray(mem(), getbuf=_testbuffer.PyBUF_RECORDS_RO)",
+         "BufferError", "must request PyBUF_INDIRECT"),
+        ("consumer_simple", "_testbuffer.ndarray(mem(), getbuf=_testbuffer.PyBUF_SIMPLE)",
+         "BufferError", "must request PyBUF_INDIRECT"),
+        ("consumer_contiguous",
+         ("_testbuffer.ndarray(mem(), getbuf=_testbuffer.PyBUF_INDIRECT | "
+          "_testbuffer.PyBUF_C_CONTIGUOUS)"),
+         "BufferError", "cannot be exported as contiguous"),
+        ("numpy_asarray", "np.asarray(mem())",
+         "BufferError", "suboffsets"),
+    ]),
+    ("Writable requests on read-only data", [
+        ("writable_export_of_readonly",
+         "_testbuffer.ndarray(mem(readonly=True), getbuf=_testbuffer.PyBUF_FULL)",
+         "BufferError", "IndirectMemory2D is read-only"),
+        ("copy_from_into_readonly", "mem(readonly=True).copy_from(np.zeros((2, 3)))",
+         "BufferError", "cannot copy into IndirectMemory2D"),
+        ("copy_to_bytes", "mem().copy_to(bytes(48))",
+         "BufferError", "cannot copy into bytes"),
+        ("view_from_rows_of_bytes", 'IndirectMemory2D.view_from_rows(b"abc")',
+         "BufferError", "pass readonly=True"),
+        ("view_from_rows_of_readonly_array",
+         "a = np.zeros((2, 2))\na.flags.writeable = False\nIndirectMemory2D.view_from_rows(a)",
+         "BufferError", "read-only"),
+        ("as_indirect_writable_of_readonly", "as_indirect(mem(readonly=True), readonly=False)",
+         "BufferError", "writable memory was requested, but the IndirectMemory2D is read-only"),
+        ("as_indirect_writable_of_bytes", 'as_indirect(b"abc", readonly=False)',
+         "BufferError", "writable memory was requested, but the bytes is read-only"),
+        ("collection_of_bytes_writable_export",
+         ('c = BufferCollection2D([b"ab"])\n'
+          '_testbuffer.ndarray(c, getbuf=_testbuffer.PyBUF_FULL)'),
+         "BufferError", "BufferCollection2D is read-only"),
+        ("memoryview_write_to_readonly", "memoryview(mem(readonly=True))[0, 0] = 1.0",
+         "TypeError", "read-only"),
+        ("direct_view_write_to_readonly", "mem(readonly=True).direct_view()[0, 0] = 1.0",
+         "TypeError", "read-only"),
+    ]),
+    ("Operations while exported", [
+        ("release_while_exported", "exported().release()",
+         "BufferError", "cannot release: IndirectMemory2D has 1 exported buffer(s)"),
+        ("reinterpret_while_exported", 'exported().reinterpret_data("B")',
+         "BufferError", "cannot reinterpret_data: IndirectMemory2D has 1 exported buffer(s)"),
+        ("make_read_only_while_exported", "exported().make_read_only()",
+         "BufferError", "cannot make_read_only"),
+        ("with_exit_while_exported", "m = mem()\nwith m: KEEP.append(memoryview(m))",
+         "BufferError", "cannot release"),
+        ("release_while_testbuffer_export",
+         ("exported(lambda m: _testbuffer.ndarray(m, getbuf=_testbuffer.PyBUF_FULL_RO))"
+          ".release()"),
+         "BufferError", "cannot release"),
+        ("release_while_direct_view", "exported(lambda m: m.direct_view()).release()",
+         "BufferError", "cannot release"),
+        ("release_while_numpy_direct_view",
+         "exported(lambda m: np.asarray(m.direct_view())).release()",
+         "BufferError", "cannot release"),
+        ("collection_release_while_exported",
+         'c = BufferCollection2D([bytearray(b"ab")])\nKEEP.append(memoryview(c))\nc.release()',
+         "BufferError", "cannot release: BufferCollection2D has 1 exported buffer(s)"),
+        ("resize_row_held_by_collection",
+         'r = bytearray(b"ab")\nc = BufferCollection2D([r])\nr.append(1)',
+         "BufferError", "cannot be re-sized"),
+        ("resize_source_of_row_view",
+         'r = bytearray(b"ab")\nv = IndirectMemory2D.view_from_rows(r)\nr.append(1)',
+         "BufferError", "cannot be re-sized"),
+    ]),
+    ("Operations after release()", [
+        ("released_memoryview", "memoryview(released())",
+         "ValueError", "operation on released IndirectMemory2D"),
+        ("released_testbuffer",
+         "_testbuffer.ndarray(released(), getbuf=_testbuffer.PyBUF_FULL_RO)",
+         "ValueError", "operation on released IndirectMemory2D"),
+        ("released_shape", "released().shape",
+         "ValueError", "operation on released IndirectMemory2D"),
+        ("released_format", "released().format",
+         "ValueError", "operation on released IndirectMemory2D"),
+        ("released_len", "len(released())",
+         "ValueError", "operation on released IndirectMemory2D"),
+        ("released_address", "released().address",
+         "ValueError", "operation on released IndirectMemory2D"),
+        ("released_reinterpret_data", 'released().reinterpret_data("B")',
+         "ValueError", "operation on released IndirectMemory2D"),
+        ("released_make_read_only", "released().make_read_only()",
+         "ValueError", "operation on released IndirectMemory2D"),
+        ("released_copy_from", "released().copy_from(np.zeros((2, 3)))",
+         "ValueError", "operation on released IndirectMemory2D"),
+        ("released_copy_to", "released().copy_to(np.zeros((2, 3)))",
+         "ValueError", "operation on released IndirectMemory2D"),
+        ("released_as_copy_source", "mem().copy_from(released())",
+         "ValueError", "operation on released IndirectMemory2D"),
+        ("released_to_numpy", "released().to_numpy()",
+         "ValueError", "operation on released IndirectMemory2D"),
+        ("released_direct_view", "released().direct_view()",
+         "ValueError", "operation on released IndirectMemory2D"),
+        ("released_copy", "released().copy()",
+         "ValueError", "operation on released IndirectMemory2D"),
+        ("released_with", "with released(): pass",
+         "ValueError", "operation on released IndirectMemory2D"),
+        ("released_as_indirect", "as_indirect(released())",
+         "ValueError", "operation on released IndirectMemory2D"),
+        ("released_as_collection_row", "BufferCollection2D([released()])",
+         "ValueError", "operation on released IndirectMemory2D"),
+        ("released_collection",
+         'c = BufferCollection2D([b"ab"])\nc.release()\nmemoryview(c)',
+         "ValueError", "operation on released BufferCollection2D"),
+        ("released_direct_view_exporter",
+         "m = mem()\ne = m.direct_view().obj\nm.release()\nmemoryview(e)",
+         "ValueError", "operation on released IndirectMemory2D"),
+    ]),
+    ("Pickling and copying raw pointers", [
+        ("pickle_memory", "pickle.dumps(mem())",
+         "TypeError", "cannot pickle IndirectMemory2D: it holds raw pointers"),
+        ("pickle_memory_protocol_0", "pickle.dumps(mem(), protocol=0)",
+         "TypeError", "it holds raw pointers"),
+        ("pickle_collection", 'pickle.dumps(BufferCollection2D([b"ab"]))',
+         "TypeError", "cannot pickle BufferCollection2D"),
+        ("pickle_released", "pickle.dumps(released())",
+         "TypeError", "raw pointers"),
+        ("copy_copy", "copy.copy(mem())",
+         "TypeError", "use mem.copy()"),
+        ("copy_deepcopy", "copy.deepcopy(mem())",
+         "TypeError", "use mem.copy()"),
+        ("pickle_nanny", "pickle.dumps(nannies.FreeRowsAndTableNanny())",
+         "TypeError", "cannot pickle a memory nanny"),
+        ("pickle_direct_view_exporter",
+         "m = mem()\nm.copy_from(np.full((2, 3), -1.0))\npickle.dumps(m.direct_view().obj)",
+         "TypeError", ""),
+        ("reduce_direct_view_exporter", "mem().direct_view().obj.__reduce_ex__(2)",
+         "TypeError", ""),
+    ]),
+]
+
+CATALOGUE = [row for _, rows in SECTIONS for row in rows]
+
+
+def child_code(code):
+    *setup, action = code.split("\n")
+    needs_numpy = "np." in code
+    return (HARNESS.replace("NEEDS_NUMPY", str(needs_numpy)) + "\n" + "\n".join(setup)
+            + f"\nACTION = {action!r}\n" + RUNNER)
+
+
+# ---------------------------------------------------------------------------------------------
+# the documentation table
+# ---------------------------------------------------------------------------------------------
+
+def _cell(text):
+    return text.replace("|", "\\|")
+
+
+def render_table():
+    out = []
+    for title, rows in SECTIONS:
+        out += [f"### {title}", "", "| id | input | exception | message contains |",
+                "|---|---|---|---|"]
+        for row_id, code, exc, fragment in rows:
+            shown = "; ".join(line.strip() for line in code.split("\n"))
+            frag = f"`{_cell(fragment)}`" if fragment else "(any message)"
+            out.append(f"| `{row_id}` | `{_cell(shown)}` | `{exc}` | {frag} |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write_doc():
+    text = DOC.read_text()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(f"{head}{BEGIN}\n{render_table()}{END}{tail}")
+
+
+# ---------------------------------------------------------------------------------------------
+# tests
+# ---------------------------------------------------------------------------------------------
+
+try:
+    import pytest
+except ImportError:  # running as a script to rewrite the docs
+    pytest = None
+
+if pytest is not None:
+    def test_catalogue_ids_are_unique():
+        ids = [row[0] for row in CATALOGUE]
+        assert len(ids) == len(set(ids))
+        assert len(CATALOGUE) >= 100
+
+    def test_docs_table_matches_catalogue():
+        text = DOC.read_text()
+        assert BEGIN in text and END in text
+        table = text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n") + "\n"
+        for row_id, _, exc, _ in CATALOGUE:
+            assert f"| `{row_id}` |" in table, f"docs/bad_input.md does not list {row_id}"
+        assert table == render_table(), \
+            "docs/bad_input.md is stale: run `python tests/test_catalogue.py`"
+
+    @pytest.mark.parametrize("row_id, code, expected, fragment", CATALOGUE,
+                             ids=[row[0] for row in CATALOGUE])
+    def test_catalogue(row_id, code, expected, fragment):
+        from conftest import run_python
+
+        proc = run_python(child_code(code))
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert result["type"] == expected, (
+            f"{row_id}: expected {expected}, got {result['type']}: {result['message']}")
+        assert fragment in result["message"], (row_id, result["message"])
+        # AddressSanitizer reports every allocation it refuses (allocator_may_return_null=1).
+        stderr = [line for line in proc.stderr.splitlines()
+                  if "WARNING: AddressSanitizer failed to allocate" not in line]
+        assert stderr == [], proc.stderr
+
+    def test_null_rows_are_accepted_when_cols_is_zero():
+        from conftest import run_python
+
+        run_python(HARNESS.replace("NEEDS_NUMPY", "False") + """
+t = (P * 3)()
+m = IndirectMemory2D.from_address(ctypes.addressof(t), 3, 0, "d", memory_nanny=t)
+assert m.shape == (3, 0) and memoryview(m).tolist() == [[], [], []]
+m = IndirectMemory2D.from_ctype_ptr(t, 3, 0)
+assert m.shape == (3, 0)
+""")
+
+
+if __name__ == "__main__":
+    write_doc()
+    print(f"wrote {len(CATALOGUE)} rows to {DOC}", file=sys.stderr)
