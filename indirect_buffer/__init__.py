@@ -9,4 +9,4 @@ from .buffer_impl import BufferCollection2D, IndirectMemory2D, as_indirect
 
 __version__ = "0.2.0"
 
-__all__ = ["IndirectMemory2D", "BufferCollection2D", "as_indirect", "__version__"]
+__all__ = ["BufferCollection2D", "IndirectMemory2D", "__version__", "as_indirect"]

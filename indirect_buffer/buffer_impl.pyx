@@ -444,7 +444,7 @@ cdef class IndirectMemory2D:
     cdef void** checked_table(self, object format, bint writable) except NULL:
         self._check_alive()
         if _canonical_format(format) != _canonical_format(self.format_):
-            raise TypeError(f"element format is {self.format}, not {format!r}")
+            raise TypeError(f"element format is {self.format!r}, not {format!r}")
         if writable and self.readonly_:
             raise BufferError("writable table requested from read-only memory")
         self.layout_trusted = False  # C may re-point rows from now on
@@ -692,8 +692,10 @@ cdef class IndirectMemory2D:
         if self.released_:
             return
         self._check_unlocked("release")
-        self._release_resources()
+        # Released first: dropping the last reference to a nanny may run Python code
+        # (a __del__) that must already see this object as released.
         self.released_ = True
+        self._release_resources()
 
     cdef void _release_resources(self) noexcept:
         free(self.owned_table)

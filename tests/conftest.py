@@ -31,8 +31,8 @@ def run_python(code, *, check=True, timeout=120):
     Returns the CompletedProcess; with check=True, a non-zero exit fails the calling test
     with the child's output.
     """
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], check=False,
+                          capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         pytest.fail(f"child exited with {proc.returncode}\nstdout:\n{proc.stdout}\n"
                     f"stderr:\n{proc.stderr}")
@@ -61,8 +61,8 @@ def build_cython_module(tmp_path, name, source):
         setup(name={name!r}, ext_modules=cythonize([ext],
               compiler_directives={{"language_level": "3"}}), script_args=["build_ext", "--inplace"])
     """))
-    proc = subprocess.run([sys.executable, "setup.py"], cwd=src_dir, capture_output=True,
-                          text=True)
+    proc = subprocess.run([sys.executable, "setup.py"], cwd=src_dir, check=False,
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.fail(f"building {name} failed:\n{proc.stdout}\n{proc.stderr}")
     sys.path.insert(0, str(src_dir))
