@@ -87,3 +87,6 @@ cdef class BufferCollection2D(IndirectMemory2D):
     cdef Py_ssize_t view_count
 
     cdef void _release_views(self) noexcept
+    cdef int _check_not_initialised(self) except -1
+    cdef int _acquire_rows(self, tuple objs, Py_ssize_t columns, object expected_fmt,
+                           Py_ssize_t expected_itemsize, bint unravel) except -1

@@ -19,6 +19,7 @@ import sys
 
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
+    Py_buffer* PyMemoryView_GET_BUFFER(object)
 
 # Every consumer must ask for at least this to follow row pointers.
 cdef int _INDIRECT_FLAGS = PyBUF_INDIRECT
@@ -55,10 +56,13 @@ cdef tuple _parse_format(object format):
         cached = _format_cache.get(format)
         if cached is not None:
             return <tuple>cached
+    # Exact str from here on: a subclass could override encode()/isascii() and make the
+    # validated text differ from the exported one.
+    cdef str text
     if isinstance(format, bytes):
         text = (<bytes>format).decode("ascii", "replace")
     elif isinstance(format, str):
-        text = format
+        text = str.__str__(format)
     else:
         raise TypeError(f"format must be str or bytes, not {type(format).__name__}")
     if not text or not text.strip():
@@ -141,6 +145,23 @@ cdef inline const char* _format_of(const Py_buffer* view) noexcept:
     return view.format
 
 
+cdef int _check_exported_format(const Py_buffer* view, Py_ssize_t row) except -1:
+    """An exporter's itemsize and format must be usable: itemsize > 0, ASCII format."""
+    cdef const char* f = _format_of(view)
+    cdef Py_ssize_t i = 0
+    cdef bint ascii = True
+    while f[i] != 0:
+        if <unsigned char>f[i] >= 128:
+            ascii = False
+        i += 1
+    if view.itemsize > 0 and ascii:
+        return 0
+    what = "the source" if row < 0 else f"row {row}"
+    if view.itemsize <= 0:
+        raise BufferError(f"{what} has itemsize {view.itemsize}")
+    raise BufferError(f"{what} has a non-ASCII format {(<bytes>f).decode('utf-8', 'replace')!r}")
+
+
 cdef inline char* _row_ptr(const Py_buffer* view, Py_ssize_t i) noexcept nogil:
     """Start of row i of a 2-D (direct or PIL-style indirect) buffer."""
     cdef char* p = <char*>view.buf + i * view.strides[0]
@@ -150,7 +171,9 @@ cdef inline char* _row_ptr(const Py_buffer* view, Py_ssize_t i) noexcept nogil:
 
 
 cdef struct _Scan:
-    char* lo        # lowest byte touched by an element (NULL if there are no elements)
+    bint empty      # no elements at all
+    Py_ssize_t null_row   # index of a NULL row pointer in an indirect buffer, or -1
+    char* lo        # lowest byte touched by an element
     char* hi        # one past the highest byte touched
     char* first     # start of row 0
     bint block      # rows lie back to back with contiguous elements: one memmove copies all
@@ -168,7 +191,9 @@ cdef void _scan(const Py_buffer* view, bint trusted, _Scan* out) noexcept nogil:
     cdef char* b
     out.lo = out.hi = out.first = NULL
     out.block = False
-    if rows == 0 or cols == 0:
+    out.empty = rows == 0 or cols == 0
+    out.null_row = -1
+    if out.empty:
         return
     cdef bint block = cols == 1 or stride == k
     out.first = _row_ptr(view, 0)
@@ -206,7 +231,11 @@ cdef void _scan(const Py_buffer* view, bint trusted, _Scan* out) noexcept nogil:
             out.lo, out.hi, out.block = out.first, out.first + rows * row_bytes, True
             return
     for i in range(rows):
-        start = _row_ptr(view, i)
+        start = (<char**>(base + i * rstride))[0]
+        if start == NULL:
+            out.null_row = i
+            return
+        start += sub
         if block and start != out.first + i * row_bytes:
             block = False
         if stride >= 0:
@@ -254,8 +283,12 @@ cdef int _copy_buffers(Py_buffer* src, Py_buffer* dst, bint src_trusted,
     with nogil:
         _scan(src, src_trusted, &ss)
         _scan(dst, dst_trusted, &ds)
-    if ss.lo == NULL:
+    if ss.empty:
         return 0
+    if ss.null_row >= 0 or ds.null_row >= 0:
+        # C code re-pointed a row to NULL after the memory was wrapped.
+        what, row = ("source", ss.null_row) if ss.null_row >= 0 else ("destination", ds.null_row)
+        raise ValueError(f"row {row} of the {what}'s pointer table is NULL")
     if ss.block and ds.block:
         # Both sides are one C-contiguous block: memmove is exact even when they overlap.
         with nogil:
@@ -567,9 +600,12 @@ cdef class IndirectMemory2D:
         except ValueError:
             # Structures, long double...: keep the bytes, let the user reinterpret_data().
             fmt = f"{itemsize}s"
+        # ptr._objects holds what ptr points to (for POINTER(POINTER(T)): the table): keep a
+        # snapshot, so that re-pointing ptr (ptr.contents = ...) cannot free our table.
+        objects = getattr(ptr, "_objects", None)
+        keep = (ptr, dict(objects) if isinstance(objects, dict) else objects, memory_nanny)
         return IndirectMemory2D.from_ptr_with_offset(
-            <void*>address, rows, cols, fmt, bool(readonly), ptr if memory_nanny is None
-            else (ptr, memory_nanny), row_offset)
+            <void*>address, rows, cols, fmt, bool(readonly), keep, row_offset)
 
     @staticmethod
     def from_address(address, Py_ssize_t rows, Py_ssize_t cols, format, readonly=False,
@@ -752,9 +788,14 @@ cdef class IndirectMemory2D:
         """A new C-ordered NumPy array holding a copy of the data."""
         self._check_alive()
         np = _import_numpy("to_numpy")
-        out = np.empty((self.shape_[0], self.shape_[1]),
-                       dtype=_numpy_dtype(np, self.format_, self.itemsize_))
-        _copy_between(self, out, False)
+        cdef Py_ssize_t rows = self.shape_[0], cols = self.shape_[1]
+        out = np.empty((rows, cols), dtype=_numpy_dtype(np, self.format_, self.itemsize_))
+        # Sub-array elements ('2i') make out (rows, cols, 2): copy into a 2-D view of it.
+        target = out if out.ndim == 2 else out.reshape(rows, cols, -1).view(
+            np.dtype((np.void, self.itemsize_))).reshape(rows, cols)
+        # The dtype was parsed from our own format, so the bytes mean the same thing even where
+        # NumPy spells the format differently ('2i', '!d', 'c'...): copy them as they are.
+        _copy_between(self, target, True)
         return out
 
     def direct_view(self):
@@ -795,13 +836,23 @@ cdef object _numpy_dtype_cache = {}
 
 
 cdef object _numpy_dtype(object np, bytes fmt, Py_ssize_t itemsize):
-    dt = _numpy_dtype_cache.get(fmt)
+    key = (fmt, itemsize)
+    dt = _numpy_dtype_cache.get(key)
     if dt is None:
         # Let NumPy parse the PEP 3118 format from a tiny direct export, so every struct format
         # NumPy understands maps exactly as it would for any buffer.
         probe = _new_owned(1, 1, fmt, itemsize, False)
-        dt = np.asarray(probe.direct_view()).dtype
-        _numpy_dtype_cache[fmt] = dt
+        try:
+            arr = np.asarray(probe.direct_view())
+        except Exception as exc:
+            raise ValueError(f"NumPy cannot represent format {fmt.decode('ascii')!r}: "
+                             f"{exc}") from None
+        # A sub-array format ('2i') comes back as extra trailing dimensions.
+        dt = arr.dtype if arr.ndim == 2 else np.dtype((arr.dtype, arr.shape[2:]))
+        if dt.itemsize != itemsize:
+            raise ValueError(f"NumPy reads format {fmt.decode('ascii')!r} as {dt} of "
+                             f"{dt.itemsize} bytes, not {itemsize}")
+        _numpy_dtype_cache[key] = dt
     return dt
 
 
@@ -821,6 +872,8 @@ cdef char* _first_row_of_block(IndirectMemory2D mem) except? NULL:
     cdef Py_ssize_t sub = mem.suboffsets_[0]
     if rows == 0:
         return NULL
+    if mem.table[0] == NULL:
+        raise ValueError("row 0 of the pointer table is NULL")
     cdef char* first = <char*>mem.table[0] + sub
     for i in range(1, 0 if mem.layout_trusted else rows):
         if <char*>mem.table[i] + sub != first + i * row_bytes:
@@ -899,7 +952,9 @@ cdef bint _trusted(object obj):
 cdef int _get_buffer(object obj, Py_buffer* view, int flags) except -1:
     """PyObject_GetBuffer, marked as this module's own export (the table stays private)."""
     cdef IndirectMemory2D mem
-    if isinstance(obj, IndirectMemory2D):
+    # Exact types only: a subclass's own __buffer__ (Python 3.12+) could run code, and hand
+    # out the table, inside the internal window.
+    if type(obj) is IndirectMemory2D or type(obj) is BufferCollection2D:
         mem = <IndirectMemory2D>obj
         mem.internal_export = True
         try:
@@ -911,10 +966,23 @@ cdef int _get_buffer(object obj, Py_buffer* view, int flags) except -1:
     return 0
 
 
+cdef inline void _c_strides(Py_buffer* view, Py_ssize_t* storage) noexcept:
+    """Point a 2-D view's NULL strides (allowed for C-contiguous data, e.g. ctypes arrays)
+    at C-contiguous strides in storage."""
+    if view.strides == NULL and view.ndim == 2 and view.shape != NULL:
+        storage[1] = view.itemsize
+        storage[0] = view.shape[1] * view.itemsize
+        view.strides = storage
+
+
 cdef int _copy_between(object src, object dst, bint cast) except -1:
     """Copy src -> dst through the buffer protocol (both may be indirect)."""
     cdef Py_buffer sview
     cdef Py_buffer dview
+    cdef Py_buffer s2
+    cdef Py_buffer d2
+    cdef Py_ssize_t sstrides[2]
+    cdef Py_ssize_t dstrides[2]
     for obj in (src, dst):
         if isinstance(obj, IndirectMemory2D):
             (<IndirectMemory2D>obj)._check_alive()
@@ -926,8 +994,12 @@ cdef int _copy_between(object src, object dst, bint cast) except -1:
             # NumPy answers a writable request on a read-only array with ValueError.
             raise BufferError(f"cannot copy into {type(dst).__name__}: {exc}") from None
         try:
-            _check_copy_compatible(&sview, &dview, cast)
-            _copy_buffers(&sview, &dview, _trusted(src), _trusted(dst))
+            # Work on copies: the exporters get back exactly the Py_buffer they filled.
+            s2, d2 = sview, dview
+            _c_strides(&s2, sstrides)
+            _c_strides(&d2, dstrides)
+            _check_copy_compatible(&s2, &d2, cast)
+            _copy_buffers(&s2, &d2, _trusted(src), _trusted(dst))
         finally:
             PyBuffer_Release(&dview)
     finally:
@@ -937,16 +1009,11 @@ cdef int _copy_between(object src, object dst, bint cast) except -1:
 
 cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint columns):
     """Build a T** over the contiguous rows (or columns) of source, holding its buffer."""
-    cdef Py_buffer* view = <Py_buffer*>PyMem_Calloc(1, sizeof(Py_buffer))
-    if view == NULL:
-        raise MemoryError()
-    try:
-        PyObject_GetBuffer(source, view, PyBUF_FULL_RO)
-    except BaseException:
-        PyMem_Free(view)
-        raise
-    cdef _HeldBuffer holder = _HeldBuffer.__new__(_HeldBuffer)
-    holder.view = view
+    # A memoryview holds the source's buffer: it fills in strides that an exporter may leave
+    # NULL (ctypes does), and the garbage collector can see the source through it, so a
+    # reference cycle through the view is collectable.
+    holder = memoryview(source)
+    cdef Py_buffer* view = PyMemoryView_GET_BUFFER(holder)
     if not readonly and view.readonly:
         raise BufferError(f"cannot make a writable view of read-only {type(source).__name__}; "
                           "pass readonly=True")
@@ -971,6 +1038,7 @@ cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint column
         line_stride, elem_stride = view.strides[1], view.strides[0]
         if view.suboffsets != NULL and (view.suboffsets[0] >= 0 or view.suboffsets[1] >= 0):
             raise BufferError("columns of an indirect buffer are not contiguous")
+    _check_exported_format(view, -1)
     what = "columns" if columns else "rows"
     if lines > 0 and length > 1 and elem_stride != view.itemsize:
         raise BufferError(f"{what} of the source are not contiguous: element stride "
@@ -986,28 +1054,17 @@ cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint column
     for i in range(lines):
         p = base + i * line_stride
         if line_sub >= 0:
-            p = (<char**>p)[0] + line_sub
+            p = (<char**>p)[0]
+            if p == NULL and length > 0:
+                free(table)
+                raise ValueError(f"row {i} of the source's pointer table is NULL")
+            p += line_sub
         table[i] = p
     cdef IndirectMemory2D self = IndirectMemory2D.__new__(IndirectMemory2D)
     self.owned_table = table  # freed by self; the data belongs to source (held by holder)
     self._init_layout(table, lines, length, fmt, view.itemsize, readonly, 0, holder)
     self.layout_trusted = line_sub < 0 and (lines <= 1 or line_stride == length * view.itemsize)
     return self
-
-
-@cython.auto_pickle(False)
-cdef class _HeldBuffer:
-    """Owns one acquired Py_buffer and releases it when the last user is gone."""
-    cdef Py_buffer* view
-
-    def __reduce_ex__(self, protocol):
-        raise TypeError("cannot pickle a held buffer")
-
-    def __dealloc__(self):
-        if self.view != NULL:
-            PyBuffer_Release(self.view)
-            PyMem_Free(self.view)
-            self.view = NULL
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1027,8 +1084,7 @@ cdef class BufferCollection2D(IndirectMemory2D):
         self.view_count = 0
 
     def __init__(self, rows, column_count=-1, format=None, unravel=True):
-        if self.views != NULL or self.released_ or self.table != NULL:
-            raise TypeError("BufferCollection2D is already initialised")
+        self._check_not_initialised()
         if column_count is None:
             column_count = -1
         if isinstance(column_count, bool):
@@ -1051,10 +1107,31 @@ cdef class BufferCollection2D(IndirectMemory2D):
             raise ValueError("an empty BufferCollection2D needs an explicit format")
         if n == 0 and columns == -1:
             raise ValueError("an empty BufferCollection2D needs an explicit column_count")
+        # Again: everything above may have run Python code (iterators, __index__, format
+        # objects) that called __init__ on this very object.
+        self._check_not_initialised()
         self.views = <Py_buffer*>PyMem_Calloc(n if n > 0 else 1, sizeof(Py_buffer))
+        self.view_count = 0
         self.owned_table = <void**>malloc((n if n > 0 else 1) * sizeof(void*))
         if self.views == NULL or self.owned_table == NULL:
+            self._release_resources()
             raise MemoryError(f"cannot allocate a collection of {n} rows")
+        try:
+            self._acquire_rows(objs, columns, expected_fmt, expected_itemsize, unravel)
+        except BaseException:
+            # Give every row back now, not when the object dies: a failed construction must
+            # not keep bytearray rows locked.
+            self._release_resources()
+            raise
+
+    cdef int _check_not_initialised(self) except -1:
+        if self.views != NULL or self.released_ or self.table != NULL:
+            raise TypeError("BufferCollection2D is already initialised")
+        return 0
+
+    cdef int _acquire_rows(self, tuple objs, Py_ssize_t columns, object expected_fmt,
+                           Py_ssize_t expected_itemsize, bint unravel) except -1:
+        cdef Py_ssize_t n = len(objs)
         cdef Py_ssize_t i, k, count
         cdef Py_buffer* view
         cdef bint readonly = False
@@ -1082,6 +1159,7 @@ cdef class BufferCollection2D(IndirectMemory2D):
                                   "to read C-contiguous buffers as flat rows)")
             if not _is_c_contiguous(view):
                 raise BufferError(f"row {i} is not C-contiguous")
+            _check_exported_format(view, i)
             count = view.len // view.itemsize
             if expected_c == NULL:
                 expected_fmt, expected_itemsize = <bytes>row_c, view.itemsize
@@ -1105,6 +1183,7 @@ cdef class BufferCollection2D(IndirectMemory2D):
         self._init_layout(self.owned_table, n, columns, expected_fmt, expected_itemsize,
                           readonly, 0, None)
         self.layout_trusted = back_to_back
+        return 0
 
     def __dealloc__(self):
         self._release_views()
