@@ -6,7 +6,9 @@ IndirectMemory2D``), so it changes only compatibly: new members and methods are 
 """
 
 cdef class IndirectMemory2D:
-    # The exported T** table; rows are table[i] + suboffsets[0] bytes.
+    # The exported T** table; rows are table[i] + suboffsets[0] bytes. Cython code that hands
+    # the table to C should take it from ptr_table() or the typed accessors, which tell the
+    # object that C may re-point rows (copies then check every row pointer).
     cdef void** table
     # Buffer-protocol geometry, shared by every export (frozen while exported).
     cdef Py_ssize_t shape_[2]
