@@ -9,6 +9,7 @@ from cpython.buffer cimport (
     PyObject_GetBuffer,
 )
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
+from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memmove, strcmp
@@ -1112,6 +1113,7 @@ cdef class BufferCollection2D(IndirectMemory2D):
         self._check_not_initialised()
         self.views = <Py_buffer*>PyMem_Calloc(n if n > 0 else 1, sizeof(Py_buffer))
         self.view_count = 0
+        self.keepalive = objs  # the rows, as the garbage collector sees them (_acquire_rows)
         self.owned_table = <void**>malloc((n if n > 0 else 1) * sizeof(void*))
         if self.views == NULL or self.owned_table == NULL:
             self._release_resources()
@@ -1149,6 +1151,12 @@ cdef class BufferCollection2D(IndirectMemory2D):
             view = &self.views[i]
             PyObject_GetBuffer(obj, view, PyBUF_FULL_RO)
             self.view_count = i + 1
+            if view.obj is obj:
+                # The reference the Py_buffer holds is invisible to the garbage collector, so
+                # a cycle through a row (row -> its owner -> this collection) could never be
+                # collected. Lend it to the rows tuple in keepalive instead, which the
+                # collector traverses; _release_views gives it back before releasing.
+                Py_DECREF(obj)
             row_c = _format_of(view)
             if view.suboffsets != NULL:
                 for k in range(view.ndim):
@@ -1181,7 +1189,7 @@ cdef class BufferCollection2D(IndirectMemory2D):
             if i > 0 and <char*>view.buf != <char*>self.owned_table[0] + i * count * view.itemsize:
                 back_to_back = False
         self._init_layout(self.owned_table, n, columns, expected_fmt, expected_itemsize,
-                          readonly, 0, None)
+                          readonly, 0, objs)
         self.layout_trusted = back_to_back
         return 0
 
@@ -1190,8 +1198,11 @@ cdef class BufferCollection2D(IndirectMemory2D):
 
     cdef void _release_views(self) noexcept:
         cdef Py_ssize_t i
+        cdef tuple objs = <tuple>self.keepalive if type(self.keepalive) is tuple else ()
         if self.views != NULL:
             for i in range(self.view_count):
+                if i < len(objs) and self.views[i].obj is objs[i]:
+                    Py_INCREF(objs[i])  # the reference lent to the tuple in _acquire_rows
                 PyBuffer_Release(&self.views[i])
             PyMem_Free(self.views)
             self.views = NULL

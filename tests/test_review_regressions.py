@@ -188,3 +188,29 @@ def test_python_subclass_buffer_hook_cannot_keep_the_copy_fast_path():
         assert base[1].tolist() == [0.0] * 4, base
         assert other.tolist() == [1.0] * 4, other
     """)
+
+
+def test_collection_cycle_through_its_rows_is_collectable():
+    class Row(bytearray):
+        pass
+
+    rows = [Row(8), Row(8)]
+    coll = BufferCollection2D(rows)
+    rows[0].owner = coll  # row -> collection -> row: a reference cycle
+    before = sys.getrefcount(rows[1])
+    del coll
+    gc.collect()
+    after = sys.getrefcount(rows[1])
+    assert after == before  # nothing collected yet: rows[0] holds it
+    keep = rows[1]
+    del rows
+    gc.collect()
+    keep.append(1)  # its buffer was released with the collection
+    count = sys.getrefcount(keep)
+    assert count == 2
+
+
+def test_collection_rows_stay_referenced_while_it_lives():
+    coll = BufferCollection2D([np.arange(3.0) for _ in range(2)])
+    gc.collect()
+    np.testing.assert_array_equal(coll.to_numpy(), [[0.0, 1.0, 2.0]] * 2)
