@@ -162,32 +162,45 @@ def test_view_from_rows_cycle_is_collectable():
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="__buffer__ hooks need Python 3.12")
 def test_python_subclass_buffer_hook_cannot_keep_the_copy_fast_path():
-    run_python("""
+    code = """
         import ctypes
         import numpy as np
         from indirect_buffer import BufferCollection2D
+
+        class PyBuffer(ctypes.Structure):
+            _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.py_object),
+                        ("len", ctypes.c_ssize_t), ("itemsize", ctypes.c_ssize_t),
+                        ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+                        ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p),
+                        ("strides", ctypes.c_void_p), ("suboffsets", ctypes.c_void_p),
+                        ("internal", ctypes.c_void_p)]
 
         stash = []
 
         class Hooked(BufferCollection2D):
             def __buffer__(self, flags):
-                view = super().__buffer__(flags)
-                stash.append(memoryview(self))  # a second, real export inside the hook
-                return view
+                if not stash:  # a real export, made inside the library's own copy
+                    stash.append(super().__buffer__(flags))
+                return super().__buffer__(flags)
 
-        base = np.zeros((2, 4))
-        c = Hooked(list(base))
-        mv = memoryview(c)                # hands the table out
-        del mv
-        stash.clear()
-        # Re-point row 1 through the table, as C code could.
-        other = np.zeros(4)
-        addr = c.address
-        ctypes.c_void_p.from_address(addr + 8).value = other.ctypes.data
+            def __release_buffer__(self, view):
+                view.release()
+
+        base = np.zeros((2, 4))            # rows back to back
+        c = Hooked([base[0], base[1]])
+        c.copy_to(np.zeros((2, 4)))        # the hook keeps a view of the table
+        pb = PyBuffer()                    # read the table address from that view, as C would
+        assert ctypes.pythonapi.PyObject_GetBuffer(ctypes.py_object(stash[0]),
+                                                   ctypes.byref(pb), 0x11C) == 0
+        table = (ctypes.c_void_p * 2).from_address(pb.buf)
+        ctypes.pythonapi.PyBuffer_Release(ctypes.byref(pb))
+        small = np.zeros(4)
+        table[1] = small.ctypes.data       # C re-points row 1
         c.copy_from(np.ones((2, 4)))
         assert base[1].tolist() == [0.0] * 4, base
-        assert other.tolist() == [1.0] * 4, other
-    """)
+        assert small.tolist() == [1.0] * 4, small
+    """
+    run_python(code)
 
 
 def test_collection_cycle_through_its_rows_is_collectable():
