@@ -31,6 +31,8 @@ cdef class IndirectMemory2D:
     cdef bint layout_trusted
     # Set around this module's own exports, which do not hand the table to anybody.
     cdef bint internal_export
+    # Weak references are allowed (e.g. caches keyed by the memory).
+    cdef object __weakref__
 
     # The one initialiser every constructor funnels into (format already validated).
     cdef int _init_layout(self, void** table, Py_ssize_t rows, Py_ssize_t cols, bytes format,

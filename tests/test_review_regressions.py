@@ -227,3 +227,16 @@ def test_collection_rows_stay_referenced_while_it_lives():
     coll = BufferCollection2D([np.arange(3.0) for _ in range(2)])
     gc.collect()
     np.testing.assert_array_equal(coll.to_numpy(), [[0.0, 1.0, 2.0]] * 2)
+
+
+def test_weak_references_do_not_keep_memory_alive():
+    mem = IndirectMemory2D.create_memory(2, 2, "d")
+    coll = BufferCollection2D([bytearray(4)])
+    refs = [weakref.ref(mem), weakref.ref(coll)]
+    view = memoryview(mem)
+    del mem, coll
+    assert refs[0]() is not None  # the view keeps it alive
+    assert refs[1]() is None
+    view.release()
+    del view
+    assert refs[0]() is None
