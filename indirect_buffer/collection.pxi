@@ -1,0 +1,156 @@
+# BufferCollection2D: equal-length buffers of other objects viewed as one T**.
+
+@cython.no_gc_clear
+@cython.auto_pickle(False)
+cdef class BufferCollection2D(IndirectMemory2D):
+    """Equal-length buffers (e.g. NumPy rows, bytearrays) viewed as one T**, zero-copy.
+
+    BufferCollection2D(rows, column_count=-1, format=None, unravel=True)
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        self.views = NULL
+        self.view_count = 0
+
+    def __init__(self, rows, column_count=-1, format=None, unravel=True):
+        self._check_not_initialised()
+        if column_count is None:
+            column_count = -1
+        if isinstance(column_count, bool):
+            raise TypeError("column_count must be an int or None, not bool")
+        try:
+            column_count = operator.index(column_count)
+        except TypeError:
+            raise TypeError(f"column_count must be an int or None, not "
+                            f"{type(column_count).__name__}") from None
+        if column_count < -1:
+            raise ValueError(f"column_count must be >= 0 or -1 (auto), got {column_count}")
+        cdef Py_ssize_t columns = column_count
+        cdef tuple objs = tuple(rows)
+        cdef Py_ssize_t n = len(objs)
+        expected_fmt = None
+        cdef Py_ssize_t expected_itemsize = -1
+        if format is not None:
+            expected_fmt, expected_itemsize = _parse_format(format)
+        elif n == 0:
+            raise ValueError("an empty BufferCollection2D needs an explicit format")
+        if n == 0 and columns == -1:
+            raise ValueError("an empty BufferCollection2D needs an explicit column_count")
+        # Again: everything above may have run Python code (iterators, __index__, format
+        # objects) that called __init__ on this very object.
+        self._check_not_initialised()
+        self.views = <Py_buffer*>PyMem_Calloc(n if n > 0 else 1, sizeof(Py_buffer))
+        self.view_count = 0
+        self.keepalive = objs  # the rows, as the garbage collector sees them (_acquire_rows)
+        self.owned_table = <void**>malloc((n if n > 0 else 1) * sizeof(void*))
+        if self.views == NULL or self.owned_table == NULL:
+            self._release_resources()
+            raise MemoryError(f"cannot allocate a collection of {n} rows")
+        try:
+            self._acquire_rows(objs, columns, expected_fmt, expected_itemsize, unravel)
+        except BaseException:
+            # Give every row back now, not when the object dies: a failed construction must
+            # not keep bytearray rows locked.
+            self._release_resources()
+            raise
+
+    cdef int _check_not_initialised(self) except -1:
+        if self.views != NULL or self.released_ or self.table != NULL:
+            raise TypeError("BufferCollection2D is already initialised")
+        return 0
+
+    cdef int _acquire_rows(self, tuple objs, Py_ssize_t columns, object expected_fmt,
+                           Py_ssize_t expected_itemsize, bint unravel) except -1:
+        cdef Py_ssize_t n = len(objs)
+        cdef Py_ssize_t i, k, count
+        cdef Py_buffer* view
+        cdef bint readonly = False
+        cdef bint back_to_back = True
+        # Compared with strcmp first: the Python-level canonical comparison only runs when
+        # two rows spell their format differently (keeps the per-row cost near GetBuffer's).
+        cdef const char* expected_c = NULL
+        cdef const char* row_c
+        if expected_fmt is not None:
+            expected_c = <bytes>expected_fmt
+        for i in range(n):
+            obj = objs[i]
+            if not PyObject_CheckBuffer(obj):
+                raise TypeError(f"row {i} is not a buffer: {type(obj).__name__}")
+            view = &self.views[i]
+            PyObject_GetBuffer(obj, view, PyBUF_FULL_RO)
+            self.view_count = i + 1
+            if view.obj is obj:
+                # The reference the Py_buffer holds is invisible to the garbage collector, so
+                # a cycle through a row (row -> its owner -> this collection) could never be
+                # collected. Lend it to the rows tuple in keepalive instead, which the
+                # collector traverses; _release_views gives it back before releasing.
+                Py_DECREF(obj)
+            row_c = _format_of(view)
+            if view.suboffsets != NULL:
+                for k in range(view.ndim):
+                    if view.suboffsets[k] >= 0:
+                        raise BufferError(f"row {i} is an indirect buffer")
+            if not unravel and view.ndim != 1:
+                raise BufferError(f"row {i} is {view.ndim}-D, expected 1-D (pass unravel=True "
+                                  "to read C-contiguous buffers as flat rows)")
+            if not _is_c_contiguous(view):
+                raise BufferError(f"row {i} is not C-contiguous")
+            _check_exported_format(view, i)
+            count = view.len // view.itemsize
+            if expected_c == NULL:
+                expected_fmt, expected_itemsize = <bytes>row_c, view.itemsize
+                expected_c = <bytes>expected_fmt
+            elif view.itemsize != expected_itemsize or (
+                    strcmp(row_c, expected_c) != 0
+                    and _canonical_format(<bytes>row_c) != _canonical_format(expected_fmt)):
+                got = (<bytes>row_c).decode("ascii", "replace")
+                raise BufferError(f"row {i} has format {got!r} (itemsize {view.itemsize}), "
+                                  f"expected {expected_fmt.decode('ascii')!r} "
+                                  f"(itemsize {expected_itemsize})")
+            if columns == -1:
+                columns = count
+            elif count != columns:
+                raise BufferError(f"row {i} has {count} elements, expected {columns}")
+            if view.readonly:
+                readonly = True
+            self.owned_table[i] = view.buf
+            if i > 0 and <char*>view.buf != <char*>self.owned_table[0] + i * count * view.itemsize:
+                back_to_back = False
+        self._init_layout(self.owned_table, n, columns, expected_fmt, expected_itemsize,
+                          readonly, 0, objs)
+        self.layout_trusted = back_to_back
+        return 0
+
+    def __dealloc__(self):
+        self._release_views()
+
+    cdef void _release_views(self) noexcept:
+        cdef Py_ssize_t i
+        cdef tuple objs = <tuple>self.keepalive if type(self.keepalive) is tuple else ()
+        if self.views != NULL:
+            for i in range(self.view_count):
+                if i < len(objs) and self.views[i].obj is objs[i]:
+                    Py_INCREF(objs[i])  # the reference lent to the tuple in _acquire_rows
+                PyBuffer_Release(&self.views[i])
+            PyMem_Free(self.views)
+            self.views = NULL
+            self.view_count = 0
+
+    cdef void _release_resources(self) noexcept:
+        self._release_views()
+        IndirectMemory2D._release_resources(self)
+
+
+cdef bint _is_c_contiguous(Py_buffer* view):
+    """C-contiguity check that tolerates NULL strides and size-0/1 dimensions."""
+    if view.strides == NULL:
+        return True
+    cdef Py_ssize_t k, expected = view.itemsize
+    for k in range(view.ndim - 1, -1, -1):
+        if view.shape[k] == 0:
+            return True
+        if view.shape[k] != 1 and view.strides[k] != expected:
+            return False
+        expected *= view.shape[k]
+    return True
+
