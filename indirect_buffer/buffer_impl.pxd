@@ -29,10 +29,13 @@ cdef class IndirectMemory2D:
     # been given the table (ptr_table(), address, a buffer export), so copies may skip
     # checking every row pointer. Cleared for good by any of those.
     cdef bint layout_trusted
-    # Set around this module's own exports, which do not hand the table to anybody.
+    # Unused since 0.3 (internal exports no longer go through __getbuffer__); kept so that
+    # the fields after it keep their offsets.
     cdef bint internal_export
     # Weak references are allowed (e.g. caches keyed by the memory).
     cdef object __weakref__
+    # Live pin() calls (pinned() contexts included); each is also counted in exports.
+    cdef Py_ssize_t pins
 
     # The one initialiser every constructor funnels into (format already validated).
     cdef int _init_layout(self, void** table, Py_ssize_t rows, Py_ssize_t cols, bytes format,
@@ -44,24 +47,26 @@ cdef class IndirectMemory2D:
 
     # The raw pointer table for C calls (no checks; valid while self is alive and not released).
     cdef void** ptr_table(self) noexcept
-    # Format-checked typed tables: raise TypeError unless the element format matches,
-    # BufferError if writable is requested on read-only memory, ValueError if released.
-    cdef void** checked_table(self, object format, bint writable) except NULL
-    cdef double** double_table(self, bint writable) except NULL
-    cdef float** float_table(self, bint writable) except NULL
-    cdef int** int_table(self, bint writable) except NULL
-    cdef long** long_table(self, bint writable) except NULL
-    cdef long long** longlong_table(self, bint writable) except NULL
-    cdef unsigned char** uchar_table(self, bint writable) except NULL
-    # The table is handed out exactly as wrapped: with a row_offset (suboffsets_[0]) != 0 the
-    # rows start that many bytes after table[i], as the C API that made them expects.
+    # Checked typed tables: TypeError unless the element format matches (format must be str
+    # or bytes; None in checked_table accepts any), BufferError if writable is requested on
+    # read-only memory, ValueError if released or if the rows do not start row_offset bytes
+    # after table[i] (0 unless told: a 0-based C API never gets a 1-based table by accident).
+    cdef void** checked_table(self, object format, bint writable,
+                              Py_ssize_t row_offset=*) except NULL
+    cdef double** double_table(self, bint writable, Py_ssize_t row_offset=*) except NULL
+    cdef float** float_table(self, bint writable, Py_ssize_t row_offset=*) except NULL
+    cdef int** int_table(self, bint writable, Py_ssize_t row_offset=*) except NULL
+    cdef long** long_table(self, bint writable, Py_ssize_t row_offset=*) except NULL
+    cdef long long** longlong_table(self, bint writable, Py_ssize_t row_offset=*) except NULL
+    cdef unsigned char** uchar_table(self, bint writable, Py_ssize_t row_offset=*) except NULL
 
-    # Rows and columns (no checks; 0 x 0 after release()).
-    cdef Py_ssize_t rows(self) noexcept
-    cdef Py_ssize_t cols(self) noexcept
+    # Rows and columns; ValueError once released. Callable without the GIL.
+    cdef Py_ssize_t rows(self) except -1 nogil
+    cdef Py_ssize_t cols(self) except -1 nogil
     # Pin the memory like an export: until the matching unpin(), release(), reshaping and
     # reinterpreting raise BufferError, so C may use the table without the GIL.
-    # ValueError if released. Every successful pin() needs exactly one unpin().
+    # ValueError if released. Every successful pin() needs exactly one unpin(); an unpin()
+    # without one changes nothing and is reported through sys.unraisablehook.
     cdef int pin(self) except -1
     cdef void unpin(self) noexcept
 
@@ -84,13 +89,24 @@ cdef class IndirectMemory2D:
                                                object format, int readonly, object memory_nanny,
                                                Py_ssize_t row_offset)
 
+    # The checks behind every checked table and pinned().
+    cdef int _check_table_request(self, object format, bint writable,
+                                  Py_ssize_t row_offset) except -1
+
+    # 0.1.0 names, kept so that code written against 0.1.0 compiles unchanged.
+    # as_int_ptr_ptr is ptr_table() cast, unchecked as it was: prefer int_table().
+    cdef int** as_int_ptr_ptr(self) noexcept
+
+    @staticmethod
+    cdef IndirectMemory2D cy_view_from_rows(object array2d, bint readonly=*)
+
+    @staticmethod
+    cdef IndirectMemory2D cy_view_from_columns(object array2d, bint readonly=*)
+
 
 cdef class BufferCollection2D(IndirectMemory2D):
-    # One acquired Py_buffer per row, held until the collection is released or freed.
-    cdef Py_buffer* views
-    cdef Py_ssize_t view_count
+    # The rows' acquired buffers are held by a private object in keepalive (see
+    # collection.pxi). Set when __init__ starts: a collection is initialised once.
+    cdef bint init_started
 
-    cdef void _release_views(self) noexcept
     cdef int _check_not_initialised(self) except -1
-    cdef int _acquire_rows(self, tuple objs, Py_ssize_t columns, object expected_fmt,
-                           Py_ssize_t expected_itemsize, bint unravel) except -1

@@ -7,16 +7,19 @@ One extension module, one topic per included file (found by its name).
 cimport cython
 from cpython.buffer cimport (
     PyBUF_ANY_CONTIGUOUS, PyBUF_C_CONTIGUOUS, PyBUF_F_CONTIGUOUS, PyBUF_FORMAT,
-    PyBUF_FULL_RO, PyBUF_INDIRECT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE, PyBuffer_Release,
+    PyBUF_FULL_RO, PyBUF_INDIRECT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE, PyBuffer_IsContiguous,
+    PyBuffer_Release,
     PyObject_CheckBuffer,
     PyObject_GetBuffer,
 )
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
+from cpython.object cimport PyObject, PyTypeObject, traverseproc
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memmove, strcmp
 
+import math
 import operator
 import struct
 import sys
@@ -41,6 +44,26 @@ include "formats.pxi"
 include "copy_engine.pxi"
 include "memory.pxi"
 include "export.pxi"
+include "pinned.pxi"
 include "views.pxi"
 include "collection.pxi"
 include "numpy_interop.pxi"
+
+
+# -- module initialisation ------------------------------------------------------------------
+
+cdef extern from "Python.h":
+    unsigned long Py_TPFLAGS_BASETYPE
+
+
+cdef void _refuse_python_subclasses(type tp) noexcept:
+    # Like memoryview: internal fast paths act on the object's own state, and a subclass could
+    # contradict it (a __buffer__ handing out other rows, a __release_buffer__ that does not
+    # release). Cython's own cdef subclasses (compiled against the .pxd) are unaffected.
+    (<PyTypeObject*>tp).tp_flags &= ~Py_TPFLAGS_BASETYPE
+
+
+_refuse_python_subclasses(IndirectMemory2D)
+_refuse_python_subclasses(BufferCollection2D)
+_install_row_buffers_traverse()
+

@@ -8,7 +8,10 @@ cdef inline const char* _format_of(const Py_buffer* view) noexcept:
 
 
 cdef int _check_exported_format(const Py_buffer* view, Py_ssize_t row) except -1:
-    """An exporter's itemsize and format must be usable: itemsize > 0, ASCII format."""
+    """An exporter's itemsize and format must be usable: itemsize > 0, ASCII format.
+
+    row names the buffer in the message: -1 the source, -2 the destination, else a row.
+    """
     cdef const char* f = _format_of(view)
     cdef Py_ssize_t i = 0
     cdef bint ascii = True
@@ -18,35 +21,63 @@ cdef int _check_exported_format(const Py_buffer* view, Py_ssize_t row) except -1
         i += 1
     if view.itemsize > 0 and ascii:
         return 0
-    what = "the source" if row < 0 else f"row {row}"
+    what = "the source" if row == -1 else "the destination" if row == -2 else f"row {row}"
     if view.itemsize <= 0:
         raise BufferError(f"{what} has itemsize {view.itemsize}")
     raise BufferError(f"{what} has a non-ASCII format {(<bytes>f).decode('utf-8', 'replace')!r}")
 
 
+# Copies of at least this many bytes run without the GIL; below it, releasing and re-taking
+# the GIL costs more than the copy.
+cdef enum:
+    _NOGIL_BYTES = 65536
+
+
 cdef inline char* _row_ptr(const Py_buffer* view, Py_ssize_t i) noexcept nogil:
-    """Start of row i of a 2-D (direct or PIL-style indirect) buffer."""
+    """Where row i starts: element (i, 0) before dimension 1's own suboffset, if any."""
     cdef char* p = <char*>view.buf + i * view.strides[0]
     if view.suboffsets != NULL and view.suboffsets[0] >= 0:
         p = (<char**>p)[0] + view.suboffsets[0]
     return p
 
 
+cdef inline bint _inner_indirect(const Py_buffer* view) noexcept nogil:
+    """True if every element of a row sits behind a pointer of its own (suboffsets[1] >= 0)."""
+    return view.suboffsets != NULL and view.suboffsets[1] >= 0
+
+
+cdef inline char* _elem_ptr(const Py_buffer* view, char* row, Py_ssize_t j) noexcept nogil:
+    """Element j of a row that starts at row (following dimension 1's suboffset)."""
+    cdef char* p = row + j * view.strides[1]
+    if view.suboffsets != NULL and view.suboffsets[1] >= 0:
+        p = (<char**>p)[0] + view.suboffsets[1]
+    return p
+
+
 cdef struct _Scan:
     bint empty      # no elements at all
-    Py_ssize_t null_row   # index of a NULL row pointer in an indirect buffer, or -1
+    Py_ssize_t null_row   # row of the first NULL pointer (of the row, or of an element), or -1
+    Py_ssize_t null_col   # its column if it is an element's pointer, else -1
     char* lo        # lowest byte touched by an element
     char* hi        # one past the highest byte touched
     char* first     # start of row 0
     bint block      # rows lie back to back with contiguous elements: one memmove copies all
 
 
+cdef inline void _widen(_Scan* out, char* a, char* b) noexcept nogil:
+    if out.lo == NULL or a < out.lo:
+        out.lo = a
+    if out.hi == NULL or b > out.hi:
+        out.hi = b
+
+
 cdef void _scan(const Py_buffer* view, bint trusted, _Scan* out) noexcept nogil:
-    """Extent of a 2-D buffer's elements, and whether they form one C-contiguous block.
+    """Extent of a 2-D buffer's elements, NULL pointers at any level, and whether the
+    elements form one C-contiguous block.
 
     trusted: the buffer is an IndirectMemory2D whose rows are known to be back to back.
     """
-    cdef Py_ssize_t i, rows = view.shape[0], cols = view.shape[1]
+    cdef Py_ssize_t i, j, rows = view.shape[0], cols = view.shape[1]
     cdef Py_ssize_t stride = view.strides[1], k = view.itemsize, row_bytes = cols * k
     cdef char* start
     cdef char* a
@@ -54,13 +85,34 @@ cdef void _scan(const Py_buffer* view, bint trusted, _Scan* out) noexcept nogil:
     out.lo = out.hi = out.first = NULL
     out.block = False
     out.empty = rows == 0 or cols == 0
-    out.null_row = -1
+    out.null_row = out.null_col = -1
     if out.empty:
+        return
+    cdef bint indirect_rows = view.suboffsets != NULL and view.suboffsets[0] >= 0
+    cdef Py_ssize_t rstride = view.strides[0]
+    cdef char* base = <char*>view.buf
+    if _inner_indirect(view):
+        # Every element has its own pointer: walk them all (the copy will, too).
+        for i in range(rows):
+            start = base + i * rstride
+            if indirect_rows:
+                start = (<char**>start)[0]
+                if start == NULL:
+                    out.null_row = i
+                    return
+                start += view.suboffsets[0]
+            for j in range(cols):
+                a = (<char**>(start + j * stride))[0]
+                if a == NULL:
+                    out.null_row, out.null_col = i, j
+                    return
+                a += view.suboffsets[1]
+                _widen(out, a, a + k)
+        out.first = _row_ptr(view, 0)
         return
     cdef bint block = cols == 1 or stride == k
     out.first = _row_ptr(view, 0)
-    cdef Py_ssize_t rstride = view.strides[0]
-    if view.suboffsets == NULL or view.suboffsets[0] < 0:
+    if not indirect_rows:
         # Direct buffer: the extent follows from the strides alone, no need to walk rows.
         a = b = out.first
         if rstride >= 0:
@@ -77,8 +129,7 @@ cdef void _scan(const Py_buffer* view, bint trusted, _Scan* out) noexcept nogil:
     if trusted:
         out.lo, out.hi, out.block = out.first, out.first + rows * row_bytes, True
         return
-    # Indirect buffer: first the cheap common case, rows back to back (owned memory).
-    cdef char* base = <char*>view.buf
+    # Indirect rows: first the cheap common case, rows back to back (owned memory).
     cdef Py_ssize_t sub = view.suboffsets[0]
     cdef char** tab = <char**>base
     cdef char* expect = out.first - sub
@@ -101,26 +152,26 @@ cdef void _scan(const Py_buffer* view, bint trusted, _Scan* out) noexcept nogil:
         if block and start != out.first + i * row_bytes:
             block = False
         if stride >= 0:
-            a, b = start, start + (cols - 1) * stride + k
+            _widen(out, start, start + (cols - 1) * stride + k)
         else:
-            a, b = start + (cols - 1) * stride, start + k
-        if out.lo == NULL or a < out.lo:
-            out.lo = a
-        if out.hi == NULL or b > out.hi:
-            out.hi = b
+            _widen(out, start + (cols - 1) * stride, start + k)
     out.block = block
 
 
 cdef void _copy_elements(const Py_buffer* src, const Py_buffer* dst) noexcept nogil:
-    """Copy src into dst (same shape and itemsize); may be called without the GIL."""
+    """Copy src into dst (same shape and itemsize, pointers already checked for NULL)."""
     cdef Py_ssize_t i, j, rows = src.shape[0], cols = src.shape[1], k = src.itemsize
     cdef Py_ssize_t ss = src.strides[1], ds = dst.strides[1]
+    cdef bint inner = _inner_indirect(src) or _inner_indirect(dst)
     cdef char* s
     cdef char* d
     for i in range(rows):
         s = _row_ptr(src, i)
         d = _row_ptr(dst, i)
-        if ss == k and ds == k:
+        if inner:
+            for j in range(cols):
+                memcpy(_elem_ptr(dst, d, j), _elem_ptr(src, s, j), k)
+        elif ss == k and ds == k:
             memmove(d, s, cols * k)
         elif k == 8:
             for j in range(cols):
@@ -133,36 +184,59 @@ cdef void _copy_elements(const Py_buffer* src, const Py_buffer* dst) noexcept no
                 memcpy(d + j * ds, s + j * ss, k)
 
 
+cdef int _check_no_null(const _Scan* scan, str what) except -1:
+    """ValueError for a NULL pointer found by _scan (C code re-pointed a row or an element
+    to NULL after the memory was wrapped, or a foreign exporter holds one)."""
+    if scan.null_row < 0:
+        return 0
+    if scan.null_col >= 0:
+        raise ValueError(f"element ({scan.null_row}, {scan.null_col}) of the {what} is behind "
+                         "a NULL pointer")
+    raise ValueError(f"row {scan.null_row} of the {what}'s pointer table is NULL")
+
+
+cdef void _move(const Py_buffer* src, const Py_buffer* dst, const _Scan* ss, const _Scan* ds,
+                const Py_buffer* tmp) noexcept nogil:
+    """The copy itself, decided by _copy_buffers: one memmove, through tmp, or direct."""
+    if ss.block and ds.block:
+        # Both sides are one C-contiguous block: memmove is exact even when they overlap.
+        memmove(ds.first, ss.first, <size_t>(src.shape[0] * src.shape[1] * src.itemsize))
+    elif tmp != NULL:
+        _copy_elements(src, tmp)
+        _copy_elements(tmp, dst)
+    else:
+        _copy_elements(src, dst)
+
+
 cdef int _copy_buffers(Py_buffer* src, Py_buffer* dst, bint src_trusted,
                        bint dst_trusted) except -1:
     """Copy with the semantics of a copy through a temporary when the two overlap."""
     cdef _Scan ss, ds
     cdef Py_ssize_t rows = src.shape[0], cols = src.shape[1]
+    cdef size_t nbytes = <size_t>(rows * cols * src.itemsize)
+    cdef bint big = nbytes >= _NOGIL_BYTES
     cdef Py_buffer tmp
-    cdef void* block
+    cdef Py_buffer* staged = NULL
     cdef Py_ssize_t tshape[2]
     cdef Py_ssize_t tstrides[2]
-    with nogil:
+    if big:
+        with nogil:
+            _scan(src, src_trusted, &ss)
+            _scan(dst, dst_trusted, &ds)
+    else:
         _scan(src, src_trusted, &ss)
         _scan(dst, dst_trusted, &ds)
     if ss.empty:
         return 0
-    if ss.null_row >= 0 or ds.null_row >= 0:
-        # C code re-pointed a row to NULL after the memory was wrapped.
-        what, row = ("source", ss.null_row) if ss.null_row >= 0 else ("destination", ds.null_row)
-        raise ValueError(f"row {row} of the {what}'s pointer table is NULL")
-    if ss.block and ds.block:
-        # Both sides are one C-contiguous block: memmove is exact even when they overlap.
-        with nogil:
-            memmove(ds.first, ss.first, rows * cols * src.itemsize)
-    elif ss.lo < ds.hi and ds.lo < ss.hi:
+    _check_no_null(&ss, "source")
+    _check_no_null(&ds, "destination")
+    if not (ss.block and ds.block) and ss.lo < ds.hi and ds.lo < ss.hi:
         # Overlap: stage through a contiguous temporary so the result equals a copy via a
-        # temporary, whatever the strides.
-        block = malloc(<size_t>(rows * cols * src.itemsize))
-        if block == NULL:
-            raise MemoryError(f"cannot allocate a {rows}x{cols} temporary for an overlapping copy")
+        # temporary, whatever the strides and suboffsets.
         tmp = src[0]
-        tmp.buf = block
+        tmp.buf = malloc(nbytes)
+        if tmp.buf == NULL:
+            raise MemoryError(f"cannot allocate a {rows}x{cols} temporary for an overlapping copy")
         tmp.suboffsets = NULL
         tshape[0] = rows
         tshape[1] = cols
@@ -170,13 +244,14 @@ cdef int _copy_buffers(Py_buffer* src, Py_buffer* dst, bint src_trusted,
         tstrides[1] = src.itemsize
         tmp.shape = tshape
         tmp.strides = tstrides
+        staged = &tmp
+    if big:
         with nogil:
-            _copy_elements(src, &tmp)
-            _copy_elements(&tmp, dst)
-        free(block)
+            _move(src, dst, &ss, &ds, staged)
     else:
-        with nogil:
-            _copy_elements(src, dst)
+        _move(src, dst, &ss, &ds, staged)
+    if staged != NULL:
+        free(staged.buf)
     return 0
 
 
@@ -187,11 +262,15 @@ cdef str _describe(Py_buffer* view):
 
 
 cdef int _check_copy_compatible(Py_buffer* src, Py_buffer* dst, bint cast) except -1:
-    if src.ndim != 2 or dst.ndim != 2:
+    """Both buffers are 2-D with a shape and usable formats, and hold the same elements."""
+    if src.ndim != 2 or dst.ndim != 2 or src.shape == NULL or dst.shape == NULL:
         raise BufferError(f"copy needs 2-D buffers: source {_describe(src)}, "
                           f"destination {_describe(dst)}")
-    if src.shape[0] != dst.shape[0] or src.shape[1] != dst.shape[1]:
+    if src.shape[0] != dst.shape[0] or src.shape[1] != dst.shape[1] or src.shape[0] < 0 \
+            or src.shape[1] < 0:
         raise BufferError(f"shape mismatch: source {_describe(src)}, destination {_describe(dst)}")
+    _check_exported_format(src, -1)
+    _check_exported_format(dst, -2)
     cdef const char* sc = _format_of(src)
     cdef const char* dc = _format_of(dst)
     if not cast and src.itemsize == dst.itemsize and strcmp(sc, dc) == 0:
@@ -209,26 +288,8 @@ cdef int _check_copy_compatible(Py_buffer* src, Py_buffer* dst, bint cast) excep
     return 0
 
 
-
 cdef bint _trusted(object obj):
     return isinstance(obj, IndirectMemory2D) and (<IndirectMemory2D>obj).layout_trusted
-
-
-cdef int _get_buffer(object obj, Py_buffer* view, int flags) except -1:
-    """PyObject_GetBuffer, marked as this module's own export (the table stays private)."""
-    cdef IndirectMemory2D mem
-    # Exact types only: a subclass's own __buffer__ (Python 3.12+) could run code, and hand
-    # out the table, inside the internal window.
-    if type(obj) is IndirectMemory2D or type(obj) is BufferCollection2D:
-        mem = <IndirectMemory2D>obj
-        mem.internal_export = True
-        try:
-            PyObject_GetBuffer(obj, view, flags)
-        finally:
-            mem.internal_export = False
-    else:
-        PyObject_GetBuffer(obj, view, flags)
-    return 0
 
 
 cdef inline void _c_strides(Py_buffer* view, Py_ssize_t* storage) noexcept:
@@ -251,10 +312,10 @@ cdef int _copy_between(object src, object dst, bint cast) except -1:
     for obj in (src, dst):
         if isinstance(obj, IndirectMemory2D):
             (<IndirectMemory2D>obj)._check_alive()
-    _get_buffer(src, &sview, PyBUF_FULL_RO)
+    _acquire(src, &sview, PyBUF_FULL_RO)
     try:
         try:
-            _get_buffer(dst, &dview, PyBUF_FULL_RO | PyBUF_WRITABLE)
+            _acquire(dst, &dview, PyBUF_FULL_RO | PyBUF_WRITABLE)
         except (BufferError, ValueError) as exc:
             # NumPy answers a writable request on a read-only array with ValueError.
             raise BufferError(f"cannot copy into {type(dst).__name__}: {exc}") from None

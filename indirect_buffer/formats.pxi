@@ -50,20 +50,42 @@ cdef bint _is_native_order(str order):
         (order == "!" and not _LITTLE)
 
 
+# format (exact str or bytes) -> canonical key; bounded like _format_cache.
+cdef dict _canonical_cache = {}
+
+
 cdef str _canonical_format(object fmt):
-    """A key equal for formats that describe the same native element (e.g. 'l', '@q', '<q')."""
+    """A key equal for formats that describe the same native element (e.g. 'l', '@q', '<q').
+
+    fmt is None (a NULL Py_buffer.format: 'B'), str or bytes; anything else is a TypeError
+    (the cimport API passes caller objects straight here).
+    """
     if fmt is None:
         return "u1"
-    text = (<bytes>fmt).decode("ascii", "replace") if isinstance(fmt, bytes) else <str>fmt
+    cdef bint cacheable = type(fmt) is str or type(fmt) is bytes
+    if cacheable:
+        cached = _canonical_cache.get(fmt)
+        if cached is not None:
+            return <str>cached
+    cdef str text
+    if isinstance(fmt, bytes):
+        text = (<bytes>fmt).decode("ascii", "replace")
+    elif isinstance(fmt, str):
+        text = str.__str__(fmt)  # exact str: a subclass's methods never run
+    else:
+        raise TypeError(f"format must be str or bytes, not {type(fmt).__name__}")
+    result = text
     order, code = "", text
     if text[:1] in ("@", "=", "<", ">", "!"):
         order, code = text[:1], text[1:]
     if len(code) == 1 and code in _KIND and _is_native_order(order):
         if order in ("", "@"):
-            return f"{_KIND[code]}{struct.calcsize(code)}"
-        if code not in "nNP":
-            return f"{_KIND[code]}{struct.calcsize(order + code)}"
-    return text
+            result = f"{_KIND[code]}{struct.calcsize(code)}"
+        elif code not in "nNP":
+            result = f"{_KIND[code]}{struct.calcsize(order + code)}"
+    if cacheable and len(_canonical_cache) < 256:
+        _canonical_cache[fmt] = result
+    return result
 
 
 cdef str _native_format(str fmt):

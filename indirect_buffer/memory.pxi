@@ -21,6 +21,49 @@ cdef Py_ssize_t _total_bytes(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t itemsi
 
 
 
+# -- pointers as users hold them (from_address, from_ctype_ptr) ---------------------------------
+
+cdef object _cffi_ffi = None  # made on first use: cffi is imported only when given a cdata
+
+
+cdef uintptr_t _ctypes_pointer_value(object ptr) except? 0:
+    """The address a ctypes pointer instance holds, read from its own storage (ctypes.cast
+    would leave a reference cycle through ptr._objects, keeping ptr alive until a gc)."""
+    import ctypes
+    return <uintptr_t>(ctypes.c_void_p.from_buffer(ptr).value or 0)
+
+
+cdef uintptr_t _address_value(object address) except? 0:
+    """The pointer value of an int-like, a ctypes pointer or c_void_p, or a cffi pointer."""
+    global _cffi_ffi
+    if isinstance(address, (bool, float)):  # bool is an int, float has no exact address
+        raise TypeError(f"address must be an int or a pointer object, not "
+                        f"{type(address).__name__}")
+    ctypes = sys.modules.get("ctypes")  # a ctypes object means ctypes is imported
+    if ctypes is not None and isinstance(address, ctypes.c_void_p):
+        value = address.value or 0
+    elif ctypes is not None and isinstance(address, ctypes._Pointer):
+        value = _ctypes_pointer_value(address)
+    elif type(address).__module__ == "_cffi_backend":
+        if _cffi_ffi is None:
+            import _cffi_backend
+            _cffi_ffi = _cffi_backend.FFI()
+        kind = _cffi_ffi.typeof(address).kind
+        if kind not in ("pointer", "array"):
+            raise TypeError(f"address must be a cffi pointer or array, not a cffi {kind} "
+                            f"({_cffi_ffi.typeof(address).cname})")
+        value = int(_cffi_ffi.cast("uintptr_t", address))
+    else:
+        try:
+            value = operator.index(address)
+        except TypeError:
+            raise TypeError(f"address must be an int, a ctypes pointer or c_void_p, or a cffi "
+                            f"pointer, not {type(address).__name__}") from None
+    if value < 0 or value >= _ADDRESS_LIMIT:
+        raise ValueError(f"address {value} is not a valid pointer value")
+    return <uintptr_t>value
+
+
 @cython.no_gc_clear  # keepalive must outlive every export, whatever order gc clears in
 @cython.auto_pickle(False)
 cdef class IndirectMemory2D:
@@ -138,89 +181,117 @@ cdef class IndirectMemory2D:
         self._init_layout(table, rows, cols, fmt, itemsize, readonly, row_offset, memory_nanny)
         return self
 
+    # 0.1.0's names for the zero-copy row and column views (view_from_rows/view_from_columns).
+    @staticmethod
+    cdef IndirectMemory2D cy_view_from_rows(object array2d, bint readonly=False):
+        return _view_from_lines(array2d, readonly, False)
+
+    @staticmethod
+    cdef IndirectMemory2D cy_view_from_columns(object array2d, bint readonly=False):
+        return _view_from_lines(array2d, readonly, True)
+
     # -- typed accessors for C calls ----------------------------------------------------------
 
     cdef void** ptr_table(self) noexcept:
         self.layout_trusted = False  # C may re-point rows from now on
         return self.table
 
-    cdef void** checked_table(self, object format, bint writable) except NULL:
-        self._check_alive()
-        if _canonical_format(format) != _canonical_format(self.format_):
-            raise TypeError(f"element format is {self.format!r}, not {format!r}")
-        if writable and self.readonly_:
-            raise BufferError("writable table requested from read-only memory")
+    cdef void** checked_table(self, object format, bint writable,
+                              Py_ssize_t row_offset=0) except NULL:
+        self._check_table_request(format, writable, row_offset)
         self.layout_trusted = False  # C may re-point rows from now on
         return self.table
 
-    cdef double** double_table(self, bint writable) except NULL:
-        return <double**>self.checked_table("d", writable)
+    cdef int _check_table_request(self, object format, bint writable,
+                                  Py_ssize_t row_offset) except -1:
+        """What every checked table hands out is: alive, of the element format asked for
+        (None: any), writable if asked, with the row offset the caller's C API expects."""
+        self._check_alive()
+        if format is not None and format is not self.format_ and \
+                _canonical_format(format) != _canonical_format(self.format_):
+            raise TypeError(f"element format is {self.format!r}, not {format!r}")
+        if writable and self.readonly_:
+            raise BufferError("writable table requested from read-only memory")
+        if row_offset != self.suboffsets_[0]:
+            raise ValueError(f"the table's rows start {self.suboffsets_[0]} bytes after each row "
+                             f"pointer (row_offset), not {row_offset} as requested")
+        return 0
 
-    cdef float** float_table(self, bint writable) except NULL:
-        return <float**>self.checked_table("f", writable)
+    cdef double** double_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        return <double**>self.checked_table("d", writable, row_offset)
 
-    cdef int** int_table(self, bint writable) except NULL:
-        return <int**>self.checked_table("i", writable)
+    cdef float** float_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        return <float**>self.checked_table("f", writable, row_offset)
 
-    cdef long** long_table(self, bint writable) except NULL:
-        return <long**>self.checked_table("l", writable)
+    cdef int** int_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        return <int**>self.checked_table("i", writable, row_offset)
 
-    cdef long long** longlong_table(self, bint writable) except NULL:
-        return <long long**>self.checked_table("q", writable)
+    cdef long** long_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        return <long**>self.checked_table("l", writable, row_offset)
 
-    cdef unsigned char** uchar_table(self, bint writable) except NULL:
-        return <unsigned char**>self.checked_table("B", writable)
+    cdef long long** longlong_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        return <long long**>self.checked_table("q", writable, row_offset)
 
-    cdef Py_ssize_t rows(self) noexcept:
+    cdef unsigned char** uchar_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        return <unsigned char**>self.checked_table("B", writable, row_offset)
+
+    cdef int** as_int_ptr_ptr(self) noexcept:
+        return <int**>self.ptr_table()
+
+    cdef Py_ssize_t rows(self) except -1 nogil:
+        if self.released_ or self.table == NULL:
+            with gil:
+                self._check_alive()
         return self.shape_[0]
 
-    cdef Py_ssize_t cols(self) noexcept:
+    cdef Py_ssize_t cols(self) except -1 nogil:
+        if self.released_ or self.table == NULL:
+            with gil:
+                self._check_alive()
         return self.shape_[1]
 
     cdef int pin(self) except -1:
         self._check_alive()
+        self.pins += 1
         self.exports += 1
         return 0
 
     cdef void unpin(self) noexcept:
+        if self.pins <= 0 or self.exports <= 0:
+            # A contract violation: decrementing anyway could unlock memory that a live
+            # export still reads. Leave the counts alone and say so.
+            _report_unraisable(RuntimeError(
+                f"{type(self).__name__}.unpin() without a matching pin()"), self)
+            return
+        self.pins -= 1
         self.exports -= 1
+
+    def pinned(self, format=None, writable=False, Py_ssize_t row_offset=0):
+        """Context manager for C calls from ctypes/cffi: `with mem.pinned("d") as address:`.
+
+        __enter__ checks the memory like the Cython typed tables do (not released; element
+        format `format` if given, TypeError otherwise; writable if asked, BufferError
+        otherwise; `row_offset` equal to the memory's, ValueError otherwise) and returns the
+        integer address of the table. Until __exit__ the memory counts as exported:
+        release(), reinterpret_data() and make_read_only() raise BufferError, from any thread.
+        """
+        cdef _Pinned pin = _Pinned.__new__(_Pinned)
+        pin.mem = self
+        pin.format = format
+        pin.writable = bool(writable)
+        pin.row_offset = row_offset
+        return pin
 
     # -- buffer protocol ----------------------------------------------------------------------
 
     def __getbuffer__(self, Py_buffer* buffer, int flags):
-        self._check_alive()
-        if (flags & _INDIRECT_FLAGS) != _INDIRECT_FLAGS:
-            raise BufferError(f"{type(self).__name__} is an indirect (T**) buffer: the consumer "
-                              "must request PyBUF_INDIRECT")
-        if flags & _CONTIGUITY_BITS:
-            raise BufferError(f"{type(self).__name__} is an indirect (T**) buffer and cannot be "
-                              "exported as contiguous")
-        if (flags & PyBUF_WRITABLE) and self.readonly_:
-            raise BufferError(f"{type(self).__name__} is read-only")
-        # buf: the row-pointer table; element (i, j) is *(char**)(buf + i*strides[0])
-        #      + suboffsets[0] + j*strides[1].
-        buffer.buf = <void*>self.table
-        # len: bytes of element data (not of the table), as for any N-D buffer.
-        buffer.len = self.shape_[0] * self.shape_[1] * self.itemsize_
-        buffer.readonly = self.readonly_
-        buffer.itemsize = self.itemsize_
-        # format may be NULL ("B") only when the consumer did not ask for it.
-        buffer.format = <char*>self.format_ if (flags & PyBUF_FORMAT) else NULL
-        buffer.ndim = 2
-        # shape/strides/suboffsets live in self and are frozen while exported.
-        buffer.shape = self.shape_
-        buffer.strides = self.strides_
-        # suboffsets[0] >= 0: dereference after stepping over rows; -1: columns are direct.
-        buffer.suboffsets = self.suboffsets_
-        buffer.internal = NULL
+        _export_indirect(self, buffer, flags, False)
         # obj: the view keeps self (and so whatever self points into) alive.
         buffer.obj = self
-        if not self.internal_export:
-            self.layout_trusted = False  # the consumer has the table in buf
-        self.exports += 1
 
     def __releasebuffer__(self, Py_buffer* buffer):
-        self.exports -= 1
+        if self.exports > self.pins:
+            self.exports -= 1
 
     # -- Python constructors ------------------------------------------------------------------
 
@@ -240,20 +311,29 @@ cdef class IndirectMemory2D:
         import ctypes
         _check_dims(rows, cols)
         cdef uintptr_t address
+        cdef Py_ssize_t entries
         if isinstance(ptr, ctypes.Array):
             row_type = getattr(type(ptr), "_type_", None)
             if not (isinstance(row_type, type) and issubclass(row_type, ctypes._Pointer)):
                 raise TypeError(f"expected a ctypes array of POINTER(T), got {type(ptr).__name__}")
-            if len(ptr) < rows:
-                raise BufferError(f"ctypes table has {len(ptr)} entries, {rows} rows requested")
+            # ctypes caches array types: anything else is a subclass, whose _type_, _length_
+            # or __len__ may say something other than what its memory holds.
+            if type(ptr) is not row_type * type(ptr)._length_:
+                raise TypeError(f"expected a ctypes array of POINTER(T), got the subclass "
+                                f"{type(ptr).__name__}")
+            # The size ctypes allocated, not what len() says.
+            entries = ctypes.sizeof(ptr) // ctypes.sizeof(ctypes.c_void_p)
+            if entries < rows:
+                raise BufferError(f"ctypes table has {entries} entries, {rows} rows requested")
             address = ctypes.addressof(ptr)
         elif isinstance(ptr, ctypes._Pointer):
-            row_type = type(ptr)._type_
+            row_type = getattr(type(ptr), "_type_", None)
             if not (isinstance(row_type, type) and issubclass(row_type, ctypes._Pointer)):
                 raise TypeError(f"expected a ctypes POINTER(POINTER(T)), got {type(ptr).__name__}")
-            # Read the pointer's value from its own storage: ctypes.cast would leave a
-            # reference cycle through ptr._objects (ptr kept alive until the next gc).
-            address = <uintptr_t>(ctypes.c_void_p.from_buffer(ptr).value or 0)
+            if type(ptr) is not ctypes.POINTER(row_type):  # cached too, see above
+                raise TypeError(f"expected a ctypes POINTER(POINTER(T)), got the subclass "
+                                f"{type(ptr).__name__}")
+            address = _ctypes_pointer_value(ptr)
             if address == 0:
                 raise ValueError("the ctypes pointer table is NULL")
         else:
@@ -280,18 +360,19 @@ cdef class IndirectMemory2D:
     @staticmethod
     def from_address(address, Py_ssize_t rows, Py_ssize_t cols, format, readonly=False,
                      memory_nanny=None, Py_ssize_t row_offset=0):
-        """Wrap the T** at integer `address` (e.g. from cffi or ctypes); memory_nanny is kept alive.
+        """Wrap the T** at `address`; memory_nanny (and a pointer object) is kept alive.
 
-        Nothing can check that `address` really holds rows valid row pointers: that is the
-        caller's promise.
+        address: an int (or anything with __index__, e.g. a NumPy integer), a ctypes pointer
+        or c_void_p, or a cffi pointer or array cdata. Nothing can check that `address`
+        really holds `rows` valid row pointers: that is the caller's promise.
         """
-        if not isinstance(address, int) or isinstance(address, bool):
-            raise TypeError(f"address must be an int, not {type(address).__name__}")
-        if address < 0 or address >= _ADDRESS_LIMIT:
-            raise ValueError(f"address {address} is not a valid pointer value")
-        return IndirectMemory2D.from_ptr_with_offset(<void*><uintptr_t>address, rows, cols,
-                                                     format, bool(readonly), memory_nanny,
-                                                     row_offset)
+        cdef uintptr_t value = _address_value(address)
+        if not isinstance(address, int):
+            # A ctypes or cffi pointer object may own what it points to (ctypes arrays,
+            # ffi.new): keep it alive with the nanny.
+            memory_nanny = (address, memory_nanny)
+        return IndirectMemory2D.from_ptr_with_offset(<void*>value, rows, cols, format,
+                                                     bool(readonly), memory_nanny, row_offset)
 
     @staticmethod
     def view_from_rows(array2d, readonly=False):
@@ -351,7 +432,8 @@ cdef class IndirectMemory2D:
 
     @property
     def export_count(self):
-        """Number of buffers currently exported (memoryviews, direct views, running copies)."""
+        """Number of buffers currently exported (memoryviews, direct views, running copies)
+        plus pins (pinned(), cdef pin())."""
         return self.exports
 
     @property
@@ -366,6 +448,8 @@ cdef class IndirectMemory2D:
     def __repr__(self):
         if self.released_:
             return f"<{type(self).__name__} released>"
+        if self.table == NULL:
+            return f"<{type(self).__name__} uninitialised>"
         return (f"<{type(self).__name__} shape=({self.shape_[0]}, {self.shape_[1]}) "
                 f"format={self.format!r} readonly={bool(self.readonly_)}>")
 
@@ -375,6 +459,8 @@ cdef class IndirectMemory2D:
         """View the same row bytes as elements of new_format; cols becomes row_bytes // itemsize."""
         self._check_alive()
         fmt, itemsize = _parse_format(new_format)
+        if fmt == self.format_:
+            return  # nothing changes, so nothing needs refusing (as in 0.1.0), even if exported
         self._check_unlocked("reinterpret_data")
         cdef Py_ssize_t row_bytes = self.shape_[1] * self.itemsize_
         if row_bytes % <Py_ssize_t>itemsize != 0:
@@ -387,6 +473,9 @@ cdef class IndirectMemory2D:
 
     def make_read_only(self):
         """Make every later export read-only (irreversible)."""
+        self._check_alive()
+        if self.readonly_:
+            return  # nothing changes, so nothing needs refusing (as in 0.1.0), even if exported
         self._check_unlocked("make_read_only")
         self.readonly_ = True
 
@@ -404,13 +493,19 @@ cdef class IndirectMemory2D:
         self._release_resources()
 
     cdef void _release_resources(self) noexcept:
-        free(self.owned_table)
-        free(self.owned_data)
-        self.owned_table = NULL
+        # Detach everything first: dropping keepalive may run Python code (a nanny's __del__,
+        # a source's __release_buffer__), which must find this object already empty.
+        cdef void* data = self.owned_data
+        cdef void** table = self.owned_table
         self.owned_data = NULL
+        self.owned_table = NULL
         self.table = NULL
         self.shape_[0] = self.shape_[1] = 0
+        keep = self.keepalive
         self.keepalive = None
+        free(table)
+        free(data)
+        del keep
 
     def __enter__(self):
         self._check_alive()
@@ -446,8 +541,10 @@ cdef class IndirectMemory2D:
 
     def copy(self, readonly=None):
         """An owned copy of the data (same shape and format); read-only like self unless given."""
+        ro = None if readonly is None else bool(readonly)  # may run code: before the checks
         self._check_alive()
-        ro = self.readonly_ if readonly is None else bool(readonly)
+        if ro is None:
+            ro = self.readonly_
         cdef IndirectMemory2D out = _new_owned(self.shape_[0], self.shape_[1], self.format_,
                                                self.itemsize_, False)
         out.copy_from(self)
@@ -461,7 +558,8 @@ cdef class IndirectMemory2D:
         cdef Py_ssize_t rows = self.shape_[0], cols = self.shape_[1]
         out = np.empty((rows, cols), dtype=_numpy_dtype(np, self.format_, self.itemsize_))
         # Sub-array elements ('2i') make out (rows, cols, 2): copy into a 2-D view of it.
-        target = out if out.ndim == 2 else out.reshape(rows, cols, -1).view(
+        target = out if out.ndim == 2 else out.reshape(
+            rows, cols, math.prod(out.shape[2:])).view(
             np.dtype((np.void, self.itemsize_))).reshape(rows, cols)
         # The dtype was parsed from our own format, so the bytes mean the same thing even where
         # NumPy spells the format differently ('2i', '!d', 'c'...): copy them as they are.

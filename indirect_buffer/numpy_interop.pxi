@@ -1,6 +1,9 @@
 # NumPy interop: element dtypes for to_numpy(), and as_indirect().
 
-cdef object _numpy_dtype_cache = {}
+# (format, itemsize) -> dtype. Formats come from foreign exporters too: bounded, and past the
+# bound a dtype is simply worked out again.
+cdef dict _numpy_dtype_cache = {}
+cdef Py_ssize_t _NUMPY_DTYPE_CACHE_MAX = 64
 
 
 cdef object _numpy_dtype(object np, bytes fmt, Py_ssize_t itemsize):
@@ -20,7 +23,8 @@ cdef object _numpy_dtype(object np, bytes fmt, Py_ssize_t itemsize):
         if dt.itemsize != itemsize:
             raise ValueError(f"NumPy reads format {fmt.decode('ascii')!r} as {dt} of "
                              f"{dt.itemsize} bytes, not {itemsize}")
-        _numpy_dtype_cache[key] = dt
+        if len(_numpy_dtype_cache) < _NUMPY_DTYPE_CACHE_MAX:
+            _numpy_dtype_cache[key] = dt
     return dt
 
 
@@ -33,6 +37,21 @@ cdef object _import_numpy(str what):
         raise ImportError(f"{what}() needs NumPy, which is not installed (pip install numpy)")
     return numpy
 
+
+
+cdef IndirectMemory2D _copy_of_2d_buffer(object obj):
+    """An owned copy of obj's 2-D buffer (any strides and suboffsets), or None if it is not
+    2-D."""
+    source = memoryview(obj)
+    try:
+        if source.ndim != 2:
+            return None
+        fmt = source.format.encode("ascii", "replace")
+        out = _new_owned(source.shape[0], source.shape[1], fmt, source.itemsize, False)
+    finally:
+        source.release()
+    out.copy_from(obj)
+    return out
 
 
 def as_indirect(obj, format=None, readonly=True):
@@ -72,6 +91,16 @@ def as_indirect(obj, format=None, readonly=True):
             return view
         if view is not None:
             view.release()
+        else:
+            # Rows that are not contiguous, or a PIL-style buffer (indirect in any dimension,
+            # which NumPy cannot read): the copy engine follows every suboffset.
+            view = _copy_of_2d_buffer(obj)
+            if view is not None:
+                if want is None or want == _canonical_format(view.format_):
+                    if readonly:
+                        view.make_read_only()
+                    return view
+                obj = view  # converted to the wanted format below
     np = _import_numpy("as_indirect")
     if isinstance(obj, IndirectMemory2D):
         obj = (<IndirectMemory2D>obj).to_numpy()
@@ -80,10 +109,13 @@ def as_indirect(obj, format=None, readonly=True):
         fmt_bytes, fmt_size = _parse_format(format)
         dtype = _numpy_dtype(np, fmt_bytes, fmt_size)
     arr = np.asarray(obj, dtype=dtype)
+    if arr.ndim == 0:
+        raise ValueError(f"expected 1-D or more dimensional data, got a scalar {arr!r}")
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
-    if arr.ndim != 2:
-        raise ValueError(f"expected 2-D data, got a {arr.ndim}-D array of shape {arr.shape}")
+    elif arr.ndim > 2:
+        # One row per index of the first dimension, as view_from_rows makes for N-D input.
+        arr = np.ascontiguousarray(arr).reshape(arr.shape[0], math.prod(arr.shape[1:]))
     # The array's own buffer format, so dtypes that struct cannot spell (complex) work too.
     source = memoryview(arr)
     out = _new_owned(arr.shape[0], arr.shape[1], source.format.encode("ascii"),

@@ -1,7 +1,11 @@
 # Zero-copy row (or column) views over another object's strided buffer.
 
 cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint columns):
-    """Build a T** over the contiguous rows (or columns) of source, holding its buffer."""
+    """Build a T** over the contiguous rows (or columns) of source, holding its buffer.
+
+    Rows: of a 1-D buffer (one row) or of an N-D one (row i is source[i], all its dimensions
+    C-contiguous). Columns: of a 1-D or 2-D buffer.
+    """
     # A memoryview holds the source's buffer: it fills in strides that an exporter may leave
     # NULL (ctypes does), and the garbage collector can see the source through it, so a
     # reference cycle through the view is collectable.
@@ -10,29 +14,48 @@ cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint column
     if not readonly and view.readonly:
         raise BufferError(f"cannot make a writable view of read-only {type(source).__name__}; "
                           "pass readonly=True")
-    if view.ndim not in (1, 2):
-        raise BufferError(f"expected a 1-D or 2-D buffer, got {view.ndim}-D "
-                          f"{type(source).__name__}")
-    cdef Py_ssize_t lines, length, line_stride, elem_stride, line_sub = -1
+    if view.ndim < 1 or (columns and view.ndim > 2):
+        raise BufferError(f"expected a 1-D or {'2-D' if columns else 'N-D'} buffer, got "
+                          f"{view.ndim}-D {type(source).__name__}")
+    _check_exported_format(view, -1)
+    cdef Py_ssize_t lines, length, line_stride, elem_stride, step, line_sub = -1
+    cdef int d
+    what = "columns" if columns else "rows"
     if view.ndim == 1:
         lines, length = 1, view.shape[0]
         line_stride, elem_stride = 0, view.strides[0]
         if view.suboffsets != NULL and view.suboffsets[0] >= 0:
             raise BufferError("a 1-D indirect buffer has no contiguous row")
-    elif not columns:
-        lines, length = view.shape[0], view.shape[1]
-        line_stride, elem_stride = view.strides[0], view.strides[1]
-        if view.suboffsets != NULL:
-            line_sub = view.suboffsets[0]
-            if view.suboffsets[1] >= 0:
-                raise BufferError("rows of the source are themselves indirect")
-    else:
+    elif columns:
         lines, length = view.shape[1], view.shape[0]
         line_stride, elem_stride = view.strides[1], view.strides[0]
         if view.suboffsets != NULL and (view.suboffsets[0] >= 0 or view.suboffsets[1] >= 0):
             raise BufferError("columns of an indirect buffer are not contiguous")
-    _check_exported_format(view, -1)
-    what = "columns" if columns else "rows"
+    else:
+        # One row per index of the first dimension; a row is everything after it (an
+        # H x W x C image: H rows of W*C elements), which must be C-contiguous.
+        lines, line_stride = view.shape[0], view.strides[0]
+        if view.suboffsets != NULL:
+            line_sub = view.suboffsets[0]
+            for d in range(1, view.ndim):
+                if view.suboffsets[d] >= 0:
+                    raise BufferError(f"rows of the source are themselves indirect "
+                                      f"(suboffset {view.suboffsets[d]} in dimension {d})")
+        length = 1
+        for d in range(1, view.ndim):
+            if view.shape[d] != 0 and length > PY_SSIZE_T_MAX // view.shape[d]:
+                raise MemoryError(f"a row of shape {_shape_text(view, 1)} has too many elements")
+            length *= view.shape[d]
+        if lines > 0 and length > 0:
+            step = view.itemsize  # the stride dimension d needs in a C-contiguous row
+            for d in range(view.ndim - 1, 0, -1):
+                if view.shape[d] > 1 and view.strides[d] != step:
+                    raise BufferError(
+                        f"rows of the source are not C-contiguous: dimension {d} has stride "
+                        f"{view.strides[d]}, a C-contiguous row needs {step} (shape "
+                        f"{_shape_text(view, 0)}, strides {_strides_text(view)})")
+                step *= view.shape[d]
+        elem_stride = view.itemsize  # checked above, dimension by dimension
     if lines > 0 and length > 1 and elem_stride != view.itemsize:
         raise BufferError(f"{what} of the source are not contiguous: element stride "
                           f"{elem_stride}, itemsize {view.itemsize}")
@@ -59,3 +82,11 @@ cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint column
     self.layout_trusted = line_sub < 0 and (lines <= 1 or line_stride == length * view.itemsize)
     return self
 
+
+
+cdef str _shape_text(const Py_buffer* view, int first):
+    return "(" + ", ".join([str(view.shape[d]) for d in range(first, view.ndim)]) + ")"
+
+
+cdef str _strides_text(const Py_buffer* view):
+    return "(" + ", ".join([str(view.strides[d]) for d in range(view.ndim)]) + ")"

@@ -476,8 +476,10 @@ def test_view_from_rows_one_dimensional_and_bad_dimensions():
     b = M.view_from_rows(b"abc", readonly=True)
     assert b.shape == (1, 3) and b.format == "B" and b.readonly
     assert b.to_numpy().tolist() == [[97, 98, 99]]
-    with pytest.raises(BufferError):
-        M.view_from_rows(np.zeros((2, 3, 4)))
+    with pytest.raises(BufferError, match="dimension 1 has stride 64, a C-contiguous row needs 32"):
+        M.view_from_rows(np.zeros((2, 3, 4))[:, ::2])
+    with pytest.raises(BufferError, match="expected a 1-D or N-D buffer, got 0-D"):
+        M.view_from_rows(np.array(1.0))
     with pytest.raises(BufferError):
         M.view_from_rows(np.zeros(5)[::2])
     with pytest.raises(TypeError):
@@ -820,8 +822,12 @@ def test_as_indirect_nested_lists():
     assert b.format == "?"
     with pytest.raises(ValueError):
         as_indirect([[1.0, 2.0], [3.0]])
-    with pytest.raises(ValueError):
-        as_indirect(np.zeros((2, 2, 2)))
+    with pytest.raises(ValueError, match="scalar"):
+        as_indirect(3.5)
+    # N-D data: one row per index of the first dimension, the rest flattened in C order.
+    cube = as_indirect([[[1, 2], [3, 4]], [[5, 6], [7, 8]]])
+    assert cube.shape == (2, 4)
+    np.testing.assert_array_equal(cube.to_numpy(), [[1, 2, 3, 4], [5, 6, 7, 8]])
 
 
 def test_as_indirect_with_a_different_format_converts():

@@ -199,7 +199,7 @@ class LifetimeMachine(RuleBasedStateMachine):
         if self.released:
             self.expect_refused(ValueError, self.mem.reinterpret_data, fmt)
             return
-        if self.views:
+        if self.views and fmt != self.mem.format:
             self.expect_refused(BufferError, self.mem.reinterpret_data, fmt)
             return
         dtype = np.dtype(FORMATS[fmt])
@@ -216,7 +216,7 @@ class LifetimeMachine(RuleBasedStateMachine):
     def make_read_only(self):
         if self.released:
             self.expect_refused(ValueError, self.mem.make_read_only)
-        elif self.views:
+        elif self.views and not self.readonly:
             self.expect_refused(BufferError, self.mem.make_read_only)
         else:
             self.mem.make_read_only()
