@@ -36,6 +36,9 @@ cdef class IndirectMemory2D:
     cdef object __weakref__
     # Live pin() calls (pinned() contexts included); each is also counted in exports.
     cdef Py_ssize_t pins
+    # The element's kind for a native single-code format ('i', 'u', 'f', '?', 'c', 'P'; 0 for
+    # any other format), kept with format_: typed accessors check it with C comparisons.
+    cdef char elem_kind
 
     # The one initialiser every constructor funnels into (format already validated).
     cdef int _init_layout(self, void** table, Py_ssize_t rows, Py_ssize_t cols, bytes format,

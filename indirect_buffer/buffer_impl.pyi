@@ -1,10 +1,29 @@
-"""Type stubs for indirect_buffer.buffer_impl (the Python-visible API)."""
+"""Type stubs for indirect_buffer.buffer_impl (the Python-visible API).
+
+Checked against the compiled module by tests/test_stubs.py (mypy's stubtest).
+"""
+import sys
 from types import TracebackType
-from typing import Any, Optional, Tuple, Type, Union
+from typing import Any, Dict, Optional, Tuple, Type, Union
 
+from typing_extensions import disjoint_base, final
 
+# A struct format string for one element, as str or ASCII bytes.
 _Format = Union[str, bytes]
+# from_address accepts an int-like (operator.index, e.g. a NumPy integer), a ctypes pointer,
+# c_void_p or array, or a cffi pointer cdata. cffi ships no stubs that name its cdata type,
+# so no annotation narrower than object admits them all; bad values raise TypeError.
+_Address = object
 
+# Cython's table of the module's docstrings for doctest (autotestdict).
+__test__: Dict[str, str]
+
+# These C types cannot be subclassed from Python (@final). IndirectMemory2D has a subclass in
+# C, BufferCollection2D, so it is not @final here (see tests/stubtest_allowlist.txt); its
+# instances have their own memory layout, so no class can derive from it and another such
+# type (@disjoint_base).
+
+@disjoint_base
 class IndirectMemory2D:
     def __init__(self, *args: Any, **kwargs: Any) -> None: ...  # always raises TypeError
     @staticmethod
@@ -14,8 +33,9 @@ class IndirectMemory2D:
     def from_ctype_ptr(ptr: Any, rows: int, cols: int, readonly: bool = ...,
                        memory_nanny: Any = ..., row_offset: int = ...) -> IndirectMemory2D: ...
     @staticmethod
-    def from_address(address: int, rows: int, cols: int, format: _Format, readonly: bool = ...,
-                     memory_nanny: Any = ..., row_offset: int = ...) -> IndirectMemory2D: ...
+    def from_address(address: _Address, rows: int, cols: int, format: _Format,
+                     readonly: bool = ..., memory_nanny: Any = ...,
+                     row_offset: int = ...) -> IndirectMemory2D: ...
     @staticmethod
     def view_from_rows(array2d: Any, readonly: bool = ...) -> IndirectMemory2D: ...
     @staticmethod
@@ -38,22 +58,39 @@ class IndirectMemory2D:
     def released(self) -> bool: ...
     def get_format(self) -> str: ...
     def __len__(self) -> int: ...
-    def __buffer__(self, flags: int) -> memoryview: ...
+    if sys.version_info >= (3, 12):
+        # PEP 688: CPython 3.12+ exposes the buffer slots as methods.
+        def __buffer__(self, flags: int, /) -> memoryview: ...
+        def __release_buffer__(self, buffer: memoryview, /) -> None: ...
+    def pinned(self, format: Optional[_Format] = None, writable: bool = False,
+               row_offset: int = 0) -> _Pinned: ...
     def reinterpret_data(self, new_format: _Format) -> None: ...
     def make_read_only(self) -> None: ...
     def release(self) -> None: ...
     def __enter__(self) -> IndirectMemory2D: ...
     def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
                  tb: Optional[TracebackType]) -> bool: ...
+    def __copy__(self) -> IndirectMemory2D: ...  # always raises TypeError: use copy()
+    def __deepcopy__(self, memo: Any) -> IndirectMemory2D: ...  # always raises TypeError
     def copy_from(self, obj: Any, cast: bool = ...) -> None: ...
     def copy_to(self, obj: Any, cast: bool = ...) -> None: ...
     def copy(self, readonly: Optional[bool] = ...) -> IndirectMemory2D: ...
     def to_numpy(self) -> Any: ...
     def direct_view(self) -> memoryview: ...
 
+@final
 class BufferCollection2D(IndirectMemory2D):
     def __init__(self, rows: Any, column_count: int = ..., format: Optional[_Format] = ...,
                  unravel: bool = ...) -> None: ...
+
+@final
+class _Pinned:
+    """What IndirectMemory2D.pinned() returns: `with mem.pinned("d") as address:` pins the
+    memory and gives the table's address (an int) until the block ends."""
+    def __init__(self, *args: Any, **kwargs: Any) -> None: ...  # always raises TypeError
+    def __enter__(self) -> int: ...
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> bool: ...
 
 def as_indirect(obj: Any, format: Optional[_Format] = ...,
                 readonly: bool = ...) -> IndirectMemory2D: ...

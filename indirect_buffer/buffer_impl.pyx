@@ -26,7 +26,6 @@ import sys
 
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
-    Py_buffer* PyMemoryView_GET_BUFFER(object)
 
 # Every consumer must ask for at least this to follow row pointers.
 cdef int _INDIRECT_FLAGS = PyBUF_INDIRECT
@@ -45,6 +44,7 @@ include "copy_engine.pxi"
 include "memory.pxi"
 include "export.pxi"
 include "pinned.pxi"
+include "held_buffers.pxi"
 include "views.pxi"
 include "collection.pxi"
 include "numpy_interop.pxi"
@@ -65,5 +65,5 @@ cdef void _refuse_python_subclasses(type tp) noexcept:
 
 _refuse_python_subclasses(IndirectMemory2D)
 _refuse_python_subclasses(BufferCollection2D)
-_install_row_buffers_traverse()
+_install_held_buffers_traverse()
 

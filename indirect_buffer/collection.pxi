@@ -1,76 +1,7 @@
 # BufferCollection2D: equal-length buffers of other objects viewed as one T**.
 #
-# The rows' buffers are held by a _RowBuffers object in the collection's keepalive, not by the
-# collection itself, because giving a buffer back can run arbitrary Python code (a row's
-# __release_buffer__, a __del__ reached through it). Held there, they are given back only when
-# the collection can no longer be reached: after release() marked it released and dropped the
-# table, or, when it dies, after its weak references were cleared (the base type's
-# deallocation clears weakrefs before it drops keepalive).
-
-cdef extern from *:
-    """
-    /* tp_traverse without Cython's exception check on the visitor's result. */
-    typedef int (*ib_visitproc)(PyObject *, void *);
-    typedef int (*ib_traverseproc)(PyObject *, ib_visitproc, void *);
-    """
-    ctypedef int (*_visitproc "ib_visitproc")(PyObject*, void*) noexcept
-    ctypedef int (*_traverseproc "ib_traverseproc")(PyObject*, _visitproc, void*) noexcept
-
-
-@cython.no_gc_clear  # the buffers go back at deallocation or release_all(), never half-way
-@cython.final
-@cython.auto_pickle(False)
-cdef class _RowBuffers:
-    """The acquired Py_buffer of every row of a BufferCollection2D."""
-    cdef Py_buffer* views
-    cdef Py_ssize_t count  # acquired so far
-    cdef tuple rows
-
-    def __init__(self, *args, **kwargs):
-        raise TypeError("row buffers are made by BufferCollection2D")
-
-    cdef void release_all(self) noexcept:
-        # Detach first: the releases run Python code, which must find nothing left to free.
-        cdef Py_buffer* views = self.views
-        cdef Py_ssize_t i, n = self.count
-        self.views = NULL
-        self.count = 0
-        if views == NULL:
-            return
-        for i in range(n):
-            PyBuffer_Release(&views[i])
-        PyMem_Free(views)
-
-    def __dealloc__(self):
-        self.release_all()
-
-
-cdef _traverseproc _row_buffers_traverse_fields = NULL
-
-
-cdef int _row_buffers_traverse(PyObject* o, _visitproc visit, void* arg) noexcept:
-    """Let the garbage collector see each Py_buffer's reference (view.obj), as it sees a
-    memoryview's: a PickleBuffer row or a PEP 688 exporter holds its buffer through an object
-    other than the row, and a cycle through it must stay collectable."""
-    cdef int e = _row_buffers_traverse_fields(o, visit, arg)
-    if e:
-        return e
-    cdef Py_buffer* views = (<_RowBuffers>o).views
-    cdef Py_ssize_t i
-    for i in range((<_RowBuffers>o).count):
-        if <PyObject*>views[i].obj != NULL:
-            e = visit(<PyObject*>views[i].obj, arg)
-            if e:
-                return e
-    return 0
-
-
-cdef void _install_row_buffers_traverse() noexcept:
-    global _row_buffers_traverse_fields
-    cdef PyTypeObject* tp = <PyTypeObject*>_RowBuffers
-    _row_buffers_traverse_fields = <_traverseproc>tp.tp_traverse
-    tp.tp_traverse = <traverseproc>_row_buffers_traverse
-
+# The rows' buffers are held by a _HeldBuffers object in the collection's keepalive (see
+# held_buffers.pxi for why).
 
 @cython.no_gc_clear
 @cython.auto_pickle(False)
@@ -107,12 +38,12 @@ cdef class BufferCollection2D(IndirectMemory2D):
             raise ValueError("an empty BufferCollection2D needs an explicit format")
         if n == 0 and columns == -1:
             raise ValueError("an empty BufferCollection2D needs an explicit column_count")
-        cdef _RowBuffers held = _RowBuffers.__new__(_RowBuffers)
+        cdef _HeldBuffers held = _HeldBuffers.__new__(_HeldBuffers)
         held.rows = objs
-        held.views = <Py_buffer*>PyMem_Calloc(n if n > 0 else 1, sizeof(Py_buffer))
         self.keepalive = held
+        held.alloc(n)
         self.owned_table = <void**>malloc((n if n > 0 else 1) * sizeof(void*))
-        if held.views == NULL or self.owned_table == NULL:
+        if self.owned_table == NULL:
             self._release_resources()
             raise MemoryError(f"cannot allocate a collection of {n} rows")
         try:
@@ -131,12 +62,12 @@ cdef class BufferCollection2D(IndirectMemory2D):
     cdef void _release_resources(self) noexcept:
         held = self.keepalive
         IndirectMemory2D._release_resources(self)  # the table goes, keepalive is dropped
-        if isinstance(held, _RowBuffers):
-            # Now, even if something else still holds the _RowBuffers object.
-            (<_RowBuffers>held).release_all()
+        if isinstance(held, _HeldBuffers):
+            # Now, even if something else still holds the _HeldBuffers object.
+            (<_HeldBuffers>held).release_all()
 
 
-cdef int _acquire_rows(BufferCollection2D self, _RowBuffers held, Py_ssize_t columns,
+cdef int _acquire_rows(BufferCollection2D self, _HeldBuffers held, Py_ssize_t columns,
                        object expected_fmt, Py_ssize_t expected_itemsize,
                        bint unravel) except -1:
     """Acquire every row's buffer into held, check them alike, and initialise self."""
@@ -152,14 +83,23 @@ cdef int _acquire_rows(BufferCollection2D self, _RowBuffers held, Py_ssize_t col
     cdef const char* row_c
     if expected_fmt is not None:
         expected_c = <bytes>expected_fmt
+    # NumPy builds a new format string at every PyBUF_FORMAT export of a fresh array (most of
+    # a row's cost). A row of exactly the same dtype object as a checked earlier row has the
+    # same format: ask it for none and use the checked one (paid once per dtype, not per row).
+    ndarray = _numpy_ndarray_type()
+    checked_dtype = None
+    cdef bint same_dtype
     for i in range(n):
         obj = objs[i]
         if not PyObject_CheckBuffer(obj):
             raise TypeError(f"row {i} is not a buffer: {type(obj).__name__}")
         view = &held.views[i]
-        PyObject_GetBuffer(obj, view, PyBUF_FULL_RO)
+        same_dtype = checked_dtype is not None and type(obj) is ndarray and \
+            obj.dtype is checked_dtype
+        PyObject_GetBuffer(obj, view, (PyBUF_FULL_RO & ~PyBUF_FORMAT) if same_dtype
+                           else PyBUF_FULL_RO)
         held.count = i + 1
-        row_c = _format_of(view)
+        row_c = expected_c if same_dtype else _format_of(view)
         if view.suboffsets != NULL:
             for k in range(view.ndim):
                 if view.suboffsets[k] >= 0:
@@ -185,6 +125,10 @@ cdef int _acquire_rows(BufferCollection2D self, _RowBuffers held, Py_ssize_t col
             columns = count
         elif count != columns:
             raise BufferError(f"row {i} has {count} elements, expected {columns}")
+        if checked_dtype is None and ndarray is not None and type(obj) is ndarray:
+            dtype = obj.dtype
+            if dtype.fields is None:  # structured dtypes can rename fields: always ask those
+                checked_dtype = dtype
         if view.readonly:
             readonly = True
         self.owned_table[i] = view.buf

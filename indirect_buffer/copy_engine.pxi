@@ -60,6 +60,8 @@ cdef struct _Scan:
     Py_ssize_t null_col   # its column if it is an element's pointer, else -1
     char* lo        # lowest byte touched by an element
     char* hi        # one past the highest byte touched
+    char* plo       # lowest byte of a pointer the buffer follows (NULL: a direct buffer)
+    char* phi       # one past the highest such byte
     char* first     # start of row 0
     bint block      # rows lie back to back with contiguous elements: one memmove copies all
 
@@ -69,6 +71,22 @@ cdef inline void _widen(_Scan* out, char* a, char* b) noexcept nogil:
         out.lo = a
     if out.hi == NULL or b > out.hi:
         out.hi = b
+
+
+cdef inline void _widen_pointers(_Scan* out, char* first, Py_ssize_t n,
+                                 Py_ssize_t stride) noexcept nogil:
+    """Add n pointer slots, stride bytes apart from first, to the pointer extent."""
+    cdef char* a = first
+    cdef char* b = first
+    if stride >= 0:
+        b += (n - 1) * stride
+    else:
+        a += (n - 1) * stride
+    b += sizeof(void*)
+    if out.plo == NULL or a < out.plo:
+        out.plo = a
+    if out.phi == NULL or b > out.phi:
+        out.phi = b
 
 
 cdef void _scan(const Py_buffer* view, bint trusted, _Scan* out) noexcept nogil:
@@ -82,7 +100,7 @@ cdef void _scan(const Py_buffer* view, bint trusted, _Scan* out) noexcept nogil:
     cdef char* start
     cdef char* a
     cdef char* b
-    out.lo = out.hi = out.first = NULL
+    out.lo = out.hi = out.first = out.plo = out.phi = NULL
     out.block = False
     out.empty = rows == 0 or cols == 0
     out.null_row = out.null_col = -1
@@ -91,6 +109,11 @@ cdef void _scan(const Py_buffer* view, bint trusted, _Scan* out) noexcept nogil:
     cdef bint indirect_rows = view.suboffsets != NULL and view.suboffsets[0] >= 0
     cdef Py_ssize_t rstride = view.strides[0]
     cdef char* base = <char*>view.buf
+    if indirect_rows:
+        _widen_pointers(out, base, rows, rstride)  # the row table
+        if (<char**>base)[0] == NULL:
+            out.null_row = 0
+            return
     if _inner_indirect(view):
         # Every element has its own pointer: walk them all (the copy will, too).
         for i in range(rows):
@@ -101,6 +124,7 @@ cdef void _scan(const Py_buffer* view, bint trusted, _Scan* out) noexcept nogil:
                     out.null_row = i
                     return
                 start += view.suboffsets[0]
+            _widen_pointers(out, start, cols, stride)  # this row's element pointers
             for j in range(cols):
                 a = (<char**>(start + j * stride))[0]
                 if a == NULL:
@@ -230,9 +254,15 @@ cdef int _copy_buffers(Py_buffer* src, Py_buffer* dst, bint src_trusted,
         return 0
     _check_no_null(&ss, "source")
     _check_no_null(&ds, "destination")
-    if not (ss.block and ds.block) and ss.lo < ds.hi and ds.lo < ss.hi:
-        # Overlap: stage through a contiguous temporary so the result equals a copy via a
-        # temporary, whatever the strides and suboffsets.
+    if ds.plo != NULL and ds.lo < ds.phi and ds.plo < ds.hi:
+        raise BufferError("the destination's elements overlap the pointers it is reached "
+                          "through: copying into it would overwrite them")
+    if not (ss.block and ds.block) and (
+            (ss.lo < ds.hi and ds.lo < ss.hi)
+            or (ss.plo != NULL and ss.plo < ds.hi and ds.lo < ss.phi)):
+        # The destination overlaps the source's elements or the pointers that lead to them:
+        # stage through a contiguous temporary, so that the whole source is read before
+        # anything is written (the result of a copy through a temporary).
         tmp = src[0]
         tmp.buf = malloc(nbytes)
         if tmp.buf == NULL:

@@ -1,7 +1,25 @@
 # Struct formats: parsing, canonical forms, the ones foreign exporters report.
 
-# format (as given) -> (ascii bytes, itemsize); formats are few, so the cache stays small.
+# format (as given) -> _FormatInfo; formats are few, so the cache stays small.
 cdef dict _format_cache = {}
+# Only this module holds it: no code outside can make a _FormatInfo.
+cdef object _SEAL = object()
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class _FormatInfo:
+    """A validated format as the cache holds it. Python code can reach the cache dict through
+    the garbage collector (gc.get_objects), but cannot forge an entry: a record only pairs a
+    format with the itemsize struct gave it, so at worst it swaps in another valid pair."""
+    cdef bytes fmt
+    cdef Py_ssize_t itemsize
+
+    def __cinit__(self, seal, bytes fmt, Py_ssize_t itemsize):
+        if seal is not _SEAL:
+            raise TypeError("format records are made by indirect_buffer itself")
+        self.fmt = fmt
+        self.itemsize = itemsize
 
 # Native single-character codes grouped by kind, so that e.g. 'l' and 'q' (both 8-byte signed
 # on LP64) compare equal when checking that two buffers hold the same element type.
@@ -15,10 +33,12 @@ cdef dict _KIND = {
 cdef tuple _parse_format(object format):
     """Validate a struct format; return (ascii bytes, itemsize)."""
     cdef bint cacheable = type(format) is str or type(format) is bytes
+    cdef _FormatInfo info
     if cacheable:
         cached = _format_cache.get(format)
-        if cached is not None:
-            return <tuple>cached
+        if type(cached) is _FormatInfo:
+            info = <_FormatInfo>cached
+            return (info.fmt, info.itemsize)
     # Exact str from here on: a subclass could override encode()/isascii() and make the
     # validated text differ from the exported one.
     cdef str text
@@ -38,10 +58,10 @@ cdef tuple _parse_format(object format):
         raise ValueError(f"unknown format {format!r}: {exc}") from None
     if itemsize <= 0:
         raise ValueError(f"format {format!r} has itemsize 0")
-    result = (text.encode("ascii"), itemsize)
+    fmt = text.encode("ascii")
     if cacheable and len(_format_cache) < 256:
-        _format_cache[format] = result
-    return result
+        _format_cache[format] = _FormatInfo(_SEAL, fmt, itemsize)
+    return (fmt, itemsize)
 
 
 cdef bint _is_native_order(str order):
@@ -65,7 +85,7 @@ cdef str _canonical_format(object fmt):
     cdef bint cacheable = type(fmt) is str or type(fmt) is bytes
     if cacheable:
         cached = _canonical_cache.get(fmt)
-        if cached is not None:
+        if type(cached) is str:  # a key for comparisons only: sizes are always checked too
             return <str>cached
     cdef str text
     if isinstance(fmt, bytes):
@@ -86,6 +106,72 @@ cdef str _canonical_format(object fmt):
     if cacheable and len(_canonical_cache) < 256:
         _canonical_cache[fmt] = result
     return result
+
+
+cdef char _code_kind(Py_UCS4 code) noexcept:
+    """The kind of a native struct code: 'i' signed, 'u' unsigned, 'f' float, '?', 'c', 'P';
+    0 for anything else."""
+    if code in "bhilqn":
+        return b'i'
+    if code in "BHILQN":
+        return b'u'
+    if code in "efd":
+        return b'f'
+    if code in "?cP":
+        return <char>code
+    return 0
+
+
+cdef Py_ssize_t _code_size(Py_UCS4 code) noexcept:
+    """sizeof the native C type of a struct code _code_kind knows."""
+    if code in "bB?c":
+        return 1
+    if code in "hHe":
+        return 2
+    if code in "iIf":
+        return sizeof(int)
+    if code in "lL":
+        return sizeof(long)
+    if code in "qQd":
+        return 8
+    if code in "nN":
+        return sizeof(Py_ssize_t)
+    return sizeof(void*)  # 'P'
+
+
+cdef char _element_kind(bytes fmt) noexcept:
+    """The kind of a native single-element format ('d', '@q'...), else 0: lets typed
+    accessors check a format with C comparisons (the size is the itemsize)."""
+    cdef const char* f = fmt
+    if f[0] == b'@':
+        f += 1
+    if f[0] == 0 or f[1] != 0:
+        return 0
+    return _code_kind(<unsigned char>f[0])
+
+
+cdef bint _is_native_element(object fmt, char kind, Py_ssize_t itemsize):
+    """True if fmt (exact str or bytes) is a native single code of this kind and size, e.g.
+    'd' for kind 'f' and 8 bytes; False if it is not, or is spelled some other way (then
+    the canonical comparison decides)."""
+    cdef Py_UCS4 code
+    cdef Py_ssize_t n
+    if kind == 0:
+        return False
+    if type(fmt) is str:
+        n = len(<str>fmt)
+        if n == 2 and (<str>fmt)[0] == "@":
+            code = (<str>fmt)[1]
+        elif n == 1:
+            code = (<str>fmt)[0]
+        else:
+            return False
+    elif type(fmt) is bytes:
+        return _element_kind(<bytes>fmt) == kind and _code_size(
+            (<bytes>fmt)[len(<bytes>fmt) - 1]) == itemsize
+    else:
+        return False
+    return _code_kind(code) == kind and _code_size(code) == itemsize
 
 
 cdef str _native_format(str fmt):

@@ -33,6 +33,21 @@ cdef uintptr_t _ctypes_pointer_value(object ptr) except? 0:
     return <uintptr_t>(ctypes.c_void_p.from_buffer(ptr).value or 0)
 
 
+cdef tuple _ctypes_keepalive(object obj):
+    """What keeps the memory behind a ctypes or cffi pointer object alive: the object and,
+    for ctypes, a frozen snapshot of what its _objects holds now, so that re-pointing it
+    (ptr.contents = ...) or emptying a dict reached through gc.get_referents cannot free
+    the table."""
+    return (obj, _frozen(getattr(obj, "_objects", None)))
+
+
+cdef object _frozen(object objects):
+    """ctypes' _objects with every dict (nested too) turned into a tuple of its values."""
+    if isinstance(objects, dict):
+        return tuple([_frozen(v) for v in (<dict>objects).values()])
+    return objects
+
+
 cdef uintptr_t _address_value(object address) except? 0:
     """The pointer value of an int-like, a ctypes pointer or c_void_p, or a cffi pointer."""
     global _cffi_ffi
@@ -73,21 +88,6 @@ cdef class IndirectMemory2D:
     view_from_columns or as_indirect (or the cdef constructors from Cython).
     """
 
-    def __cinit__(self, *args, **kwargs):
-        self.table = NULL
-        self.owned_data = NULL
-        self.owned_table = NULL
-        self.exports = 0
-        self.released_ = False
-        self.readonly_ = True
-        self.format_ = b"B"
-        self.itemsize_ = 1
-        self.shape_[0] = self.shape_[1] = 0
-        self.strides_[0] = sizeof(void*)
-        self.strides_[1] = 1
-        self.suboffsets_[0] = 0
-        self.suboffsets_[1] = -1
-
     def __init__(self, *args, **kwargs):
         raise TypeError("IndirectMemory2D cannot be instantiated directly; use "
                         "IndirectMemory2D.create_memory(), from_ctype_ptr(), from_address(), "
@@ -121,6 +121,7 @@ cdef class IndirectMemory2D:
         self.suboffsets_[1] = -1
         self.itemsize_ = itemsize
         self.format_ = format
+        self.elem_kind = _element_kind(format)
         self.readonly_ = readonly
         self.keepalive = keepalive
         self.layout_trusted = False  # constructors that know better set it afterwards
@@ -208,7 +209,9 @@ cdef class IndirectMemory2D:
         (None: any), writable if asked, with the row offset the caller's C API expects."""
         self._check_alive()
         if format is not None and format is not self.format_ and \
-                _canonical_format(format) != _canonical_format(self.format_):
+                not _is_native_element(format, self.elem_kind, self.itemsize_) and (
+                    _parse_format(format)[1] != self.itemsize_
+                    or _canonical_format(format) != _canonical_format(self.format_)):
             raise TypeError(f"element format is {self.format!r}, not {format!r}")
         if writable and self.readonly_:
             raise BufferError("writable table requested from read-only memory")
@@ -218,21 +221,33 @@ cdef class IndirectMemory2D:
         return 0
 
     cdef double** double_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"f", sizeof(double), writable, row_offset):
+            return <double**>self.table
         return <double**>self.checked_table("d", writable, row_offset)
 
     cdef float** float_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"f", sizeof(float), writable, row_offset):
+            return <float**>self.table
         return <float**>self.checked_table("f", writable, row_offset)
 
     cdef int** int_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"i", sizeof(int), writable, row_offset):
+            return <int**>self.table
         return <int**>self.checked_table("i", writable, row_offset)
 
     cdef long** long_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"i", sizeof(long), writable, row_offset):
+            return <long**>self.table
         return <long**>self.checked_table("l", writable, row_offset)
 
     cdef long long** longlong_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"i", sizeof(long long), writable, row_offset):
+            return <long long**>self.table
         return <long long**>self.checked_table("q", writable, row_offset)
 
     cdef unsigned char** uchar_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"u", 1, writable, row_offset):
+            return <unsigned char**>self.table
         return <unsigned char**>self.checked_table("B", writable, row_offset)
 
     cdef int** as_int_ptr_ptr(self) noexcept:
@@ -350,10 +365,7 @@ cdef class IndirectMemory2D:
         except ValueError:
             # Structures, long double...: keep the bytes, let the user reinterpret_data().
             fmt = f"{itemsize}s"
-        # ptr._objects holds what ptr points to (for POINTER(POINTER(T)): the table): keep a
-        # snapshot, so that re-pointing ptr (ptr.contents = ...) cannot free our table.
-        objects = getattr(ptr, "_objects", None)
-        keep = (ptr, dict(objects) if isinstance(objects, dict) else objects, memory_nanny)
+        keep = (_ctypes_keepalive(ptr), memory_nanny)
         return IndirectMemory2D.from_ptr_with_offset(
             <void*>address, rows, cols, fmt, bool(readonly), keep, row_offset)
 
@@ -370,7 +382,7 @@ cdef class IndirectMemory2D:
         if not isinstance(address, int):
             # A ctypes or cffi pointer object may own what it points to (ctypes arrays,
             # ffi.new): keep it alive with the nanny.
-            memory_nanny = (address, memory_nanny)
+            memory_nanny = (_ctypes_keepalive(address), memory_nanny)
         return IndirectMemory2D.from_ptr_with_offset(<void*>value, rows, cols, format,
                                                      bool(readonly), memory_nanny, row_offset)
 
@@ -470,6 +482,7 @@ cdef class IndirectMemory2D:
         self.strides_[1] = itemsize
         self.itemsize_ = itemsize
         self.format_ = fmt
+        self.elem_kind = _element_kind(fmt)
 
     def make_read_only(self):
         """Make every later export read-only (irreversible)."""
@@ -575,6 +588,19 @@ cdef class IndirectMemory2D:
         cdef _DirectExport exporter = _DirectExport.__new__(_DirectExport)
         exporter.parent = self
         return memoryview(exporter)
+
+
+cdef inline bint _table_fits(IndirectMemory2D mem, char kind, Py_ssize_t itemsize, bint writable,
+                             Py_ssize_t row_offset) noexcept:
+    """The typed accessors' fast path: every check passes (alive, native element of this kind
+    and size, writable if asked, the row offset asked for), decided by C comparisons. When
+    it says no, checked_table() runs the full check and raises the right error."""
+    if mem.released_ or mem.table == NULL or mem.elem_kind != kind \
+            or mem.itemsize_ != itemsize or (writable and mem.readonly_) \
+            or mem.suboffsets_[0] != row_offset:
+        return False
+    mem.layout_trusted = False  # C may re-point rows from now on
+    return True
 
 
 cdef IndirectMemory2D _new_owned(Py_ssize_t rows, Py_ssize_t cols, bytes fmt,

@@ -28,6 +28,19 @@ cdef object _numpy_dtype(object np, bytes fmt, Py_ssize_t itemsize):
     return dt
 
 
+cdef object _ndarray_type = None
+
+
+cdef object _numpy_ndarray_type():
+    """numpy.ndarray if NumPy is imported (never imports it), else None."""
+    global _ndarray_type
+    if _ndarray_type is None:
+        np = sys.modules.get("numpy")
+        if np is not None:
+            _ndarray_type = getattr(np, "ndarray", None)
+    return _ndarray_type
+
+
 cdef object _import_numpy(str what):
     try:
         import numpy
@@ -54,7 +67,7 @@ cdef IndirectMemory2D _copy_of_2d_buffer(object obj):
     return out
 
 
-def as_indirect(obj, format=None, readonly=True):
+def as_indirect(obj, format=None, bint readonly=True):
     """obj as an IndirectMemory2D: the same object, a zero-copy row view, or an owned copy.
 
     Accepts an IndirectMemory2D, any buffer with contiguous rows, a non-contiguous array or

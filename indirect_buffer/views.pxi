@@ -1,40 +1,62 @@
 # Zero-copy row (or column) views over another object's strided buffer.
 
+cdef enum:
+    _MAX_NDIM = 64  # PyBUF_MAX_NDIM
+
 cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint columns):
     """Build a T** over the contiguous rows (or columns) of source, holding its buffer.
 
     Rows: of a 1-D buffer (one row) or of an N-D one (row i is source[i], all its dimensions
     C-contiguous). Columns: of a 1-D or 2-D buffer.
     """
-    # A memoryview holds the source's buffer: it fills in strides that an exporter may leave
-    # NULL (ctypes does), and the garbage collector can see the source through it, so a
-    # reference cycle through the view is collectable.
-    holder = memoryview(source)
-    cdef Py_buffer* view = PyMemoryView_GET_BUFFER(holder)
+    # The source's buffer is held by a _HeldBuffers in keepalive: the garbage collector sees
+    # the source through it (a cycle through the view is collectable), and it is given back
+    # only once the view is unreachable.
+    cdef _HeldBuffers held = _HeldBuffers.__new__(_HeldBuffers)
+    held.alloc(1)
+    PyObject_GetBuffer(source, held.views, PyBUF_FULL_RO)
+    held.count = 1
+    cdef Py_buffer* view = held.views
+    # NULL shape or strides (ctypes leaves strides NULL): C-contiguous, spelled out here.
+    cdef Py_ssize_t c_shape[1]
+    cdef Py_ssize_t c_strides[_MAX_NDIM]
+    cdef Py_ssize_t* shape = view.shape
+    cdef Py_ssize_t* strides = view.strides
+    cdef int d
+    if view.ndim < 0 or view.ndim > _MAX_NDIM or view.itemsize <= 0:
+        raise BufferError(f"{type(source).__name__} exported ndim {view.ndim}, itemsize "
+                          f"{view.itemsize}")
+    if shape == NULL and view.ndim == 1:
+        c_shape[0] = view.len // view.itemsize
+        shape = c_shape
+    if strides == NULL and shape != NULL:
+        for d in range(view.ndim - 1, -1, -1):
+            c_strides[d] = (view.itemsize if d == view.ndim - 1
+                            else c_strides[d + 1] * shape[d + 1])
+        strides = c_strides
     if not readonly and view.readonly:
         raise BufferError(f"cannot make a writable view of read-only {type(source).__name__}; "
                           "pass readonly=True")
-    if view.ndim < 1 or (columns and view.ndim > 2):
+    if view.ndim < 1 or shape == NULL or (columns and view.ndim > 2):
         raise BufferError(f"expected a 1-D or {'2-D' if columns else 'N-D'} buffer, got "
                           f"{view.ndim}-D {type(source).__name__}")
     _check_exported_format(view, -1)
     cdef Py_ssize_t lines, length, line_stride, elem_stride, step, line_sub = -1
-    cdef int d
     what = "columns" if columns else "rows"
     if view.ndim == 1:
-        lines, length = 1, view.shape[0]
-        line_stride, elem_stride = 0, view.strides[0]
+        lines, length = 1, shape[0]
+        line_stride, elem_stride = 0, strides[0]
         if view.suboffsets != NULL and view.suboffsets[0] >= 0:
             raise BufferError("a 1-D indirect buffer has no contiguous row")
     elif columns:
-        lines, length = view.shape[1], view.shape[0]
-        line_stride, elem_stride = view.strides[1], view.strides[0]
+        lines, length = shape[1], shape[0]
+        line_stride, elem_stride = strides[1], strides[0]
         if view.suboffsets != NULL and (view.suboffsets[0] >= 0 or view.suboffsets[1] >= 0):
             raise BufferError("columns of an indirect buffer are not contiguous")
     else:
         # One row per index of the first dimension; a row is everything after it (an
         # H x W x C image: H rows of W*C elements), which must be C-contiguous.
-        lines, line_stride = view.shape[0], view.strides[0]
+        lines, line_stride = shape[0], strides[0]
         if view.suboffsets != NULL:
             line_sub = view.suboffsets[0]
             for d in range(1, view.ndim):
@@ -43,18 +65,20 @@ cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint column
                                       f"(suboffset {view.suboffsets[d]} in dimension {d})")
         length = 1
         for d in range(1, view.ndim):
-            if view.shape[d] != 0 and length > PY_SSIZE_T_MAX // view.shape[d]:
-                raise MemoryError(f"a row of shape {_shape_text(view, 1)} has too many elements")
-            length *= view.shape[d]
+            if shape[d] != 0 and length > PY_SSIZE_T_MAX // shape[d]:
+                raise MemoryError(f"a row of shape {_shape_text(shape, 1, view.ndim)} has too "
+                                  "many elements")
+            length *= shape[d]
         if lines > 0 and length > 0:
             step = view.itemsize  # the stride dimension d needs in a C-contiguous row
             for d in range(view.ndim - 1, 0, -1):
-                if view.shape[d] > 1 and view.strides[d] != step:
+                if shape[d] > 1 and strides[d] != step:
                     raise BufferError(
                         f"rows of the source are not C-contiguous: dimension {d} has stride "
-                        f"{view.strides[d]}, a C-contiguous row needs {step} (shape "
-                        f"{_shape_text(view, 0)}, strides {_strides_text(view)})")
-                step *= view.shape[d]
+                        f"{strides[d]}, a C-contiguous row needs {step} (shape "
+                        f"{_shape_text(shape, 0, view.ndim)}, strides "
+                        f"{_shape_text(strides, 0, view.ndim)})")
+                step *= shape[d]
         elem_stride = view.itemsize  # checked above, dimension by dimension
     if lines > 0 and length > 1 and elem_stride != view.itemsize:
         raise BufferError(f"{what} of the source are not contiguous: element stride "
@@ -77,16 +101,11 @@ cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint column
             p += line_sub
         table[i] = p
     cdef IndirectMemory2D self = IndirectMemory2D.__new__(IndirectMemory2D)
-    self.owned_table = table  # freed by self; the data belongs to source (held by holder)
-    self._init_layout(table, lines, length, fmt, view.itemsize, readonly, 0, holder)
+    self.owned_table = table  # freed by self; the data belongs to source (held in held)
+    self._init_layout(table, lines, length, fmt, view.itemsize, readonly, 0, held)
     self.layout_trusted = line_sub < 0 and (lines <= 1 or line_stride == length * view.itemsize)
     return self
 
 
-
-cdef str _shape_text(const Py_buffer* view, int first):
-    return "(" + ", ".join([str(view.shape[d]) for d in range(first, view.ndim)]) + ")"
-
-
-cdef str _strides_text(const Py_buffer* view):
-    return "(" + ", ".join([str(view.strides[d]) for d in range(view.ndim)]) + ")"
+cdef str _shape_text(const Py_ssize_t* values, int first, int ndim):
+    return "(" + ", ".join([str(values[d]) for d in range(first, ndim)]) + ")"
