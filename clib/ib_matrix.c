@@ -154,6 +154,27 @@ int ib_image_invert(unsigned char **rows, size_t height, size_t width)
     return IB_OK;
 }
 
+int ib_image_rgb_to_gray(const unsigned char *const *rgb, unsigned char **gray, size_t height,
+                         size_t width)
+{
+    size_t i, j;
+    if (width == 0 || height == 0)
+        return IB_OK;
+    if (rgb == NULL || gray == NULL)
+        return IB_EINVAL;
+    for (i = 0; i < height; i++)
+        if (rgb[i] == NULL || gray[i] == NULL)
+            return IB_EINVAL;
+    for (i = 0; i < height; i++) {
+        for (j = 0; j < width; j++) {
+            const unsigned char *p = rgb[i] + 3 * j;
+            /* The weights add up to 256: the result fits in 8 bits. */
+            gray[i][j] = (unsigned char)((77u * p[0] + 150u * p[1] + 29u * p[2] + 128u) >> 8);
+        }
+    }
+    return IB_OK;
+}
+
 /* --- 5. int** ------------------------------------------------------------------------------- */
 
 int ib_confusion(const int *truth, const int *pred, size_t n, int **counts, size_t k)

@@ -77,6 +77,13 @@ IB_API void ib_matrix_iota(double **m, size_t rows, size_t cols);
  * IB_EINVAL (nothing written) if rows or any row is NULL while width > 0. */
 IB_API int ib_image_invert(unsigned char **rows, size_t height, size_t width);
 
+/* Luma of an 8-bit RGB image (libpng / libjpeg style: rgb[i] is row i, 3 bytes per pixel,
+ * R G B): gray[i][j] = (77 R + 150 G + 29 B + 128) >> 8, for width pixels per row. Reads rgb,
+ * writes only gray. IB_EINVAL (nothing written) if a table or any row is NULL while
+ * height and width > 0. */
+IB_API int ib_image_rgb_to_gray(const unsigned char *const *rgb, unsigned char **gray,
+                                size_t height, size_t width);
+
 /* --- 5. An int** API ------------------------------------------------------------------------ */
 
 /* Confusion matrix of n labelled samples: counts[t][p] = number of i with truth[i] == t and

@@ -99,6 +99,34 @@ static void test_image(void)
     CHECK(ib_image_invert(NULL, 0, 0) == IB_OK);
 }
 
+static void test_image_rgb_to_gray(void)
+{
+    /* 2 x 2 pixels: black, white, pure red, a grey-green mix. */
+    const unsigned char c0[6] = {0, 0, 0, 255, 255, 255}, c1[6] = {255, 0, 0, 10, 200, 30};
+    const unsigned char *rgb[2];
+    unsigned char g0[2] = {7, 7}, g1[2] = {7, 7};
+    unsigned char *gray[2];
+    rgb[0] = c0;
+    rgb[1] = c1;
+    gray[0] = g0;
+    gray[1] = g1;
+    CHECK(ib_image_rgb_to_gray(rgb, gray, 2, 2) == IB_OK);
+    CHECK(g0[0] == 0 && g0[1] == 255);
+    CHECK(g1[0] == (77 * 255 + 128) >> 8);                    /* 77 */
+    CHECK(g1[1] == (77 * 10 + 150 * 200 + 29 * 30 + 128) >> 8); /* 124 */
+    g0[0] = 7;
+    gray[1] = NULL;
+    CHECK(ib_image_rgb_to_gray(rgb, gray, 2, 2) == IB_EINVAL);
+    CHECK(g0[0] == 7); /* untouched on error */
+    gray[1] = g1;
+    rgb[1] = NULL;
+    CHECK(ib_image_rgb_to_gray(rgb, gray, 2, 2) == IB_EINVAL);
+    CHECK(ib_image_rgb_to_gray(NULL, gray, 2, 2) == IB_EINVAL);
+    CHECK(ib_image_rgb_to_gray(rgb, NULL, 2, 2) == IB_EINVAL);
+    CHECK(ib_image_rgb_to_gray(NULL, NULL, 0, 5) == IB_OK);
+    CHECK(g0[0] == 7);
+}
+
 static void test_confusion(void)
 {
     const int truth[6] = {0, 1, 2, 2, 1, 0};
@@ -153,6 +181,7 @@ int main(void)
     test_block();
     test_allocation_failures();
     test_image();
+    test_image_rgb_to_gray();
     test_confusion();
     test_model();
     CHECK(ib_live_allocations() == 0);

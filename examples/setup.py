@@ -7,7 +7,11 @@ Where clib (ib_matrix.h, ib_matrix.c) is taken from, first match wins:
 pip builds a local directory in place, so 3. works for `pip install examples/`; when copying
 the project elsewhere, copy clib/ beside it (or into it), or set IB_CLIB_DIR.
 
-Build requirements (see pyproject.toml): setuptools, Cython>=3 and indirect_buffer itself,
+The package lives in src/ib_examples (a src layout: running `python -m ib_examples.demo` from
+this directory imports the installed package, not these uncompiled sources).
+
+Build requirements (see pyproject.toml): setuptools>=70.1 (it has bdist_wheel built in; older
+ones need the separate `wheel` package), Cython>=3 and indirect_buffer itself,
 whose .pxd files are found on sys.path at cythonize time. To compile against the
 indirect_buffer you already have installed, build without isolation:
     pip install --no-build-isolation ./examples
@@ -39,17 +43,19 @@ clib = {"sources": [str(CLIB / "ib_matrix.c")], "include_dirs": [str(CLIB)],
         "depends": [str(CLIB / "ib_matrix.h")]}
 
 cython_modules = [
-    Extension(f"ib_examples.{name}", [f"ib_examples/{name}.pyx"] + clib["sources"],
+    Extension(f"ib_examples.{name}", [f"src/ib_examples/{name}.pyx"] + clib["sources"],
               include_dirs=clib["include_dirs"], depends=clib["depends"])
-    for name in ("owned", "borrowed", "nanny_managed", "numpy_in")
+    for name in ("owned", "borrowed", "nanny_managed", "numpy_in", "image")
 ]
 # For ctypes_only.py: an empty extension module carrying clib, loaded with ctypes.CDLL.
-clib_shared = Extension("ib_examples._clib_shared", ["ib_examples/_clib_shared.c"]
+clib_shared = Extension("ib_examples._clib_shared", ["src/ib_examples/_clib_shared.c"]
                         + clib["sources"], include_dirs=clib["include_dirs"],
                         depends=clib["depends"])
 
 setup(
+    # include_path: where `from ib_examples cimport ib_matrix_decl` finds the .pxd.
     ext_modules=cythonize(cython_modules, compiler_directives={"language_level": "3"},
+                          include_path=["src"],
                           build_dir="build/cython")  # generated .c files stay out of the tree
     + [clib_shared],
 )

@@ -22,27 +22,18 @@ def new_matrix(Py_ssize_t rows, Py_ssize_t cols):
     return IndirectMemory2D.create(rows, cols, "d", False)
 
 
-cdef double** _table(IndirectMemory2D mem, bint writable) except NULL:
-    # double_table() checks the element format ('d'), read-only-ness and that mem is not
-    # released. A 0-based C API also needs table[i] to point at the row itself: memory wrapped
-    # with a row offset (e.g. 1-based Numerical-Recipes rows) is not for it.
-    cdef double** table = mem.double_table(writable)
-    if mem.row_offset != 0:
-        raise ValueError(f"rows start {mem.row_offset} bytes after table[i]; "
-                         "ib_matrix expects 0")
-    return table
-
-
 def matrix_sum(IndirectMemory2D mem not None):
     """Sum of all elements (C reads the rows)."""
-    cdef double** t = _table(mem, False)
+    # double_table() checks the element format ('d'), read-only-ness, that mem is not released
+    # and that table[i] points at row i itself (no row offset, as a 0-based C API expects).
     # C does not convert double** to const double* const* implicitly: cast.
-    return c.ib_matrix_sum(<const double* const*>t, mem.rows(), mem.cols())
+    return c.ib_matrix_sum(<const double* const*>mem.double_table(False), mem.rows(),
+                           mem.cols())
 
 
 def matrix_scale(IndirectMemory2D mem not None, double factor):
     """Multiply every element by factor, in place (C writes the rows), without the GIL."""
-    cdef double** t = _table(mem, True)
+    cdef double** t = mem.double_table(True)
     cdef size_t rows = mem.rows(), cols = mem.cols()
     # pin(): while C runs without the GIL, another thread could call mem.release(); pinned
     # memory refuses that (BufferError) until unpin().
@@ -56,4 +47,4 @@ def matrix_scale(IndirectMemory2D mem not None, double factor):
 
 def matrix_iota(IndirectMemory2D mem not None):
     """Fill element (i, j) with i * cols + j, in place."""
-    c.ib_matrix_iota(_table(mem, True), mem.rows(), mem.cols())
+    c.ib_matrix_iota(mem.double_table(True), mem.rows(), mem.cols())

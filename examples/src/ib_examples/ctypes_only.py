@@ -12,8 +12,11 @@ a plain `pip install` is enough.
 
 IndirectMemory2D.from_ctype_ptr(ptr, rows, cols, memory_nanny=...) wraps a POINTER(POINTER(T))
 result; the nanny is any Python object, here one whose __del__ calls the library's free
-function. Tables go back into C as plain addresses (mem.address), after the checks that Cython
-code gets from double_table(): element format, writability, rows starting at table[i].
+function. Tables go back into C inside `with mem.pinned("d", writable=...) as address:`:
+pinned() makes the checks that Cython code gets from double_table() (element format,
+writability, rows starting at table[i], not released) and keeps the memory from being
+released until the block ends. That matters here: ctypes releases the GIL during every foreign
+call, so without the pin another thread could free the table while C runs.
 """
 import ctypes
 import os
@@ -41,7 +44,7 @@ for name, restype, argtypes in [
     ("ib_matrix_free", None, [DoublePP, c_size_t]),
     ("ib_block_new", DoublePP, [c_size_t, c_size_t]),
     ("ib_block_free", None, [DoublePP]),
-    # Tables we pass in are IndirectMemory2D addresses: declare them as void*.
+    # Tables we pass in are addresses from IndirectMemory2D.pinned(): declare them as void*.
     ("ib_matrix_sum", c_double, [c_void_p, c_size_t, c_size_t]),
     ("ib_matrix_scale", None, [c_void_p, c_size_t, c_size_t, c_double]),
     ("ib_model_new", _ModelP, [c_size_t, c_size_t]),
@@ -96,27 +99,18 @@ def block_new(rows, cols):
     return _adopt(lib.ib_block_new(rows, cols), rows, cols, lib.ib_block_free)
 
 
-def _address(mem, writable):
-    """mem's table address for a C double** parameter (the checks double_table() does)."""
-    if mem.format != "d":
-        raise TypeError(f"element format is {mem.format!r}, not 'd'")
-    if writable and mem.readonly:
-        raise BufferError("writable table requested from read-only memory")
-    if mem.row_offset != 0:
-        raise ValueError(f"rows start {mem.row_offset} bytes after table[i]; ib_matrix expects 0")
-    return mem.address
-
-
 def matrix_sum(mem):
     """Sum of all elements of any double IndirectMemory2D (C reads the rows)."""
-    rows, cols = mem.shape
-    return lib.ib_matrix_sum(_address(mem, False), rows, cols)
+    with mem.pinned("d") as address:
+        rows, cols = mem.shape
+        return lib.ib_matrix_sum(address, rows, cols)
 
 
 def matrix_scale(mem, factor):
     """Multiply every element by factor, in place (C writes the rows)."""
-    rows, cols = mem.shape
-    lib.ib_matrix_scale(_address(mem, True), rows, cols, factor)
+    with mem.pinned("d", writable=True) as address:
+        rows, cols = mem.shape
+        lib.ib_matrix_scale(address, rows, cols, factor)
 
 
 class Model:

@@ -22,6 +22,8 @@ cdef extern from "ib_matrix.h" nogil:
     void ib_matrix_scale(double** m, size_t rows, size_t cols, double factor)
     void ib_matrix_iota(double** m, size_t rows, size_t cols)
     int ib_image_invert(unsigned char** rows, size_t height, size_t width)
+    int ib_image_rgb_to_gray(const unsigned char* const* rgb, unsigned char** gray,
+                             size_t height, size_t width)
 
     # 5. int**
     int ib_confusion(const int* truth, const int* pred, size_t n, int** counts, size_t k)

@@ -10,7 +10,7 @@ import numpy as np
 
 from indirect_buffer import IndirectMemory2D
 
-from . import borrowed, ctypes_only, nanny_managed, numpy_in, owned
+from . import borrowed, ctypes_only, image, nanny_managed, numpy_in, owned
 
 failures = []
 
@@ -126,9 +126,32 @@ def demo_ctypes_only():
     check(ctypes_only.live_allocations() == base, "ib_model_free ran once")
 
 
+def demo_image():
+    print("6. images: an H x W x 3 NumPy image passed to C as unsigned char** rows, zero-copy")
+    rgb = np.array([[[0, 0, 0], [255, 255, 255], [255, 0, 0]],
+                    [[10, 200, 30], [0, 0, 255], [128, 128, 128]]], dtype=np.uint8)
+    wide = rgb.astype(np.uint32)  # uint8 arithmetic would wrap around
+    expected_gray = ((77 * wide[..., 0] + 150 * wide[..., 1] + 29 * wide[..., 2] + 128)
+                     >> 8).astype(np.uint8)
+    gray = image.to_gray(rgb)
+    print(f"    to_gray of a 2 x 3 x 3 image -> {gray.tolist()}")
+    check(np.array_equal(gray, expected_gray), "C's luma matches NumPy")
+    before = rgb.copy()
+    image.invert(rgb)
+    print(f"    invert in place -> row 0 = {rgb[0].tolist()}")
+    check(np.array_equal(rgb, 255 - before), "C wrote into the NumPy array itself")
+    refused = None
+    try:
+        image.invert(np.asfortranarray(before))  # rows not contiguous: no silent copy
+    except BufferError as exc:
+        refused = exc
+        print(f"    Fortran-ordered image: BufferError ({exc})")
+    check(refused is not None, "a Fortran-ordered image is refused, not copied")
+
+
 def main():
     for step in (demo_owned, demo_borrowed, demo_nanny_managed, demo_numpy_in,
-                 demo_ctypes_only):
+                 demo_ctypes_only, demo_image):
         try:
             step()
         except Exception as exc:  # noqa: BLE001 - report it and go on with the other flows
