@@ -58,7 +58,8 @@ def examples_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ex(examples_root):
     mods = {name: importlib.import_module(f"ib_examples.{name}")
-            for name in ("owned", "borrowed", "nanny_managed", "numpy_in", "ctypes_only")}
+            for name in ("owned", "borrowed", "nanny_managed", "numpy_in", "ctypes_only",
+                         "image")}
     pkg = Path(mods["owned"].__file__).resolve()
     assert REPO not in pkg.parents, f"ib_examples imported from the checkout: {pkg}"
     yield SimpleNamespace(**mods)
@@ -481,6 +482,76 @@ def test_numpy_confusion_matrix(ex):
         ex.numpy_in.confusion(truth, pred, np.zeros((k, k)))  # float64 counts
 
 
+# -- images (H x W x 3 arrays as unsigned char** rows) -------------------------------------------
+
+def _luma(rgb):
+    wide = rgb.astype(np.uint32)  # uint8 arithmetic would wrap around
+    return ((77 * wide[..., 0] + 150 * wide[..., 1] + 29 * wide[..., 2] + 128) >> 8).astype(
+        np.uint8)
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (4, 7), (33, 5), (0, 3), (3, 0)])
+def test_image_to_gray_matches_numpy(ex, height, width):
+    base = ex.image.live_allocations()
+    rgb = np.random.default_rng(height * 100 + width).integers(
+        0, 256, size=(height, width, 3), dtype=np.uint8)
+    before = rgb.copy()
+    gray = ex.image.to_gray(rgb)
+    assert gray.shape == (height, width) and gray.dtype == np.uint8
+    np.testing.assert_array_equal(gray, _luma(rgb))
+    np.testing.assert_array_equal(rgb, before)  # read only
+    rgb.flags.writeable = False  # a read-only image is a fine input
+    np.testing.assert_array_equal(ex.image.to_gray(rgb), _luma(rgb))
+    assert ex.image.live_allocations() == base
+
+
+@pytest.mark.parametrize("shape", [(5, 6, 3), (5, 6, 4), (5, 6), (2, 3, 2, 2)])
+def test_image_invert_in_place(ex, shape):
+    img = np.random.default_rng(7).integers(0, 256, size=shape, dtype=np.uint8)
+    expected = 255 - img
+    ex.image.invert(img)  # one row pointer per index of the first dimension
+    np.testing.assert_array_equal(img, expected)
+
+
+def test_image_invert_is_zero_copy(ex):
+    big = np.random.default_rng(8).integers(0, 256, size=(6, 4, 3), dtype=np.uint8)
+    expected = big.copy()
+    expected[1::2] = 255 - expected[1::2]
+    ex.image.invert(big[1::2])  # every other row: strided rows, each still C-contiguous
+    np.testing.assert_array_equal(big, expected)  # C wrote into big's own rows, and only those
+
+
+def test_image_refusals(ex):
+    rgb = np.random.default_rng(9).integers(0, 256, size=(4, 6, 3), dtype=np.uint8)
+    before = rgb.copy()
+    with pytest.raises(BufferError):
+        ex.image.invert(rgb[:, ::2])  # pixel-strided rows are not contiguous
+    with pytest.raises(BufferError):
+        ex.image.invert(np.asfortranarray(rgb))
+    with pytest.raises(BufferError):
+        ex.image.to_gray(rgb[:, :, ::-1])  # BGR view of RGB: channels reversed, not contiguous
+    np.testing.assert_array_equal(rgb, before)
+    with pytest.raises(TypeError, match="format"):
+        ex.image.invert(np.zeros((2, 3, 3), dtype=np.int16))
+    frozen = rgb.copy()
+    frozen.flags.writeable = False
+    with pytest.raises(BufferError):
+        ex.image.invert(frozen)
+    np.testing.assert_array_equal(frozen, before)
+    with pytest.raises(ValueError, match="H x W x 3"):
+        ex.image.to_gray(np.zeros((2, 3, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match="H x W x 3"):
+        ex.image.to_gray(np.zeros((2, 3), dtype=np.uint8))
+
+
+def test_image_source_buffer_released_after_the_call(ex):
+    # The view holds the source's buffer only inside the call: a bytearray can grow again.
+    raw = bytearray(range(12))
+    ex.image.invert(memoryview(raw).cast("B", (2, 2, 3)))
+    assert list(raw) == [255 - i for i in range(12)]
+    raw.extend(b"x")
+
+
 # -- ctypes only -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind,extra", [("matrix_new", 1), ("block_new", 0)])
@@ -516,6 +587,35 @@ def test_ctypes_flow_on_other_memory(ex):
         ct.matrix_sum(IndirectMemory2D.create_memory(2, 2, "i"))
     with pytest.raises(BufferError):
         ct.matrix_scale(IndirectMemory2D.create_memory(2, 2, "d", readonly=True), 2.0)
+    released = IndirectMemory2D.create_memory(2, 2, "d")
+    released.release()
+    with pytest.raises(ValueError):
+        ct.matrix_sum(released)
+    # Rows that start after table[i] are not for a 0-based C API: pinned() refuses them.
+    shifted = IndirectMemory2D.from_address(owned.address, 2, 1, "d", row_offset=8,
+                                            memory_nanny=owned)
+    with pytest.raises(ValueError, match="8 bytes"):
+        ct.matrix_sum(shifted)
+
+
+def test_ctypes_flow_pins_the_memory_during_the_call(ex, monkeypatch):
+    # ctypes drops the GIL during the foreign call: the table must stay pinned meanwhile.
+    ct = ex.ctypes_only
+    mem = IndirectMemory2D.create_memory(2, 2, "d")
+    seen = []
+    real = ct.lib.ib_matrix_sum
+
+    def spy(address, rows, cols):
+        assert address == mem.address
+        with pytest.raises(BufferError):
+            mem.release()  # what another thread could try while C runs
+        seen.append((rows, cols))
+        return real(address, rows, cols)
+
+    monkeypatch.setattr(ct.lib, "ib_matrix_sum", spy)
+    assert ct.matrix_sum(mem) == 0.0
+    assert seen == [(2, 2)]
+    mem.release()  # unpinned again
 
 
 def test_ctypes_model_and_failures(ex):
@@ -577,7 +677,12 @@ def test_demo_runs_and_passes(examples_root):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     for line in ["1. owned", "2. borrowed", "3. nanny-managed", "4. NumPy in",
-                 "5. ctypes only", "ib_matrix_free ran once", "ib_model_free ran once",
+                 "5. ctypes only", "6. images", "ib_matrix_free ran once",
+                 "ib_model_free ran once", "C's luma matches NumPy",
+                 "to_gray of a 2 x 3 x 3 image -> [[0, 255, 77], [124, 29, 128]]",
+                 "C wrote into the NumPy array itself",
+                 "Fortran-ordered image: BufferError",
+                 "a Fortran-ordered image is refused, not copied",
                  "confusion matrix (int**) -> [[1, 1, 0], [0, 1, 1], [0, 0, 2]]",
                  "iota, scale by 2 -> [[0.0, 2.0, 4.0], [6.0, 8.0, 10.0]], sum 30.0",
                  "demo: all checks passed"]:
