@@ -26,7 +26,31 @@ if [ -n "$KEEP" ] && [ "$KEEP" != "keep" ]; then
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ib_test.XXXXXX")
+STEP=0
+TICKER=
+STARTED=0
+# step N "what": print the step and start a dot every 10 s until done, so that a long pip build
+# is visibly still working. The ticker stops by itself if this script dies.
+step() {
+  done_step
+  STEP=$((STEP + 1))
+  printf '== [%s/%s] %s ' "$STEP" "$STEPS" "$1"
+  STARTED=$(date +%s)
+  (
+    while sleep 10 </dev/null >/dev/null 2>&1 && kill -0 $$ 2>/dev/null; do printf '.'; done
+  ) &
+  TICKER=$!
+}
+done_step() {
+  if [ -n "$TICKER" ]; then
+    kill "$TICKER" 2>/dev/null || true
+    wait "$TICKER" 2>/dev/null || true
+    TICKER=
+    echo " done ($(( $(date +%s) - STARTED )) s)"
+  fi
+}
 cleanup() {
+  if [ -n "$TICKER" ]; then kill "$TICKER" 2>/dev/null || true; echo; fi
   if [ "$KEEP" = "keep" ]; then
     echo "virtualenv kept in $WORK/venv"
   else
@@ -35,9 +59,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+STEPS=4
 echo "== indirect_buffer: $MODE install with $PYTHON"
+step "creating a virtualenv in $WORK/venv"
 "$PYTHON" -m venv "$WORK/venv"
 VPY="$WORK/venv/bin/python"
+step "installing pip and the test requirements (tests/requirements.txt)"
 "$VPY" -m pip install --quiet --upgrade pip
 # Test dependencies (also what the Cython test modules and examples/ need to compile).
 "$VPY" -m pip install --quiet -r "$ROOT/tests/requirements.txt"
@@ -45,23 +72,33 @@ VPY="$WORK/venv/bin/python"
 # Build from a copy so that no build artefacts are left in (or picked up from) the checkout.
 SRC="$WORK/src"
 mkdir -p "$SRC"
-(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard 2>/dev/null | xargs -0 -I{} cp --parents {} "$SRC/") \
+# Files git knows or would add; a tracked file deleted in the work tree is skipped, not copied.
+(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard 2>/dev/null \
+  | xargs -0 -I{} sh -c '[ ! -e "$1" ] || cp --parents "$1" "$2/"' sh {} "$SRC") \
   || cp -r "$ROOT/." "$SRC/"
 [ -f "$SRC/setup.py" ] || cp -r "$ROOT/." "$SRC/"
 
 case "$MODE" in
   local)
+    step "building and installing indirect_buffer (pip install .: cythonize and compile, ~45 s)"
     "$VPY" -m pip install --quiet "$SRC"
     ;;
   sdist)
+    step "building an sdist, then building and installing indirect_buffer from it (~45 s)"
     "$VPY" -m pip install --quiet build
-    "$VPY" -m build --sdist --outdir "$WORK/dist" "$SRC"
+    # setup.py does not cythonize for an sdist: it ships the .pyx/.pxd/.pxi sources.
+    "$VPY" -m build --sdist --outdir "$WORK/dist" "$SRC" >"$WORK/sdist.log" 2>&1 \
+      || { cat "$WORK/sdist.log"; exit 1; }
     "$VPY" -m pip install --quiet "$WORK"/dist/indirect_buffer-*.tar.gz
     ;;
   asan)
+    step "building and installing indirect_buffer with AddressSanitizer (~60 s)"
     IB_SANITIZE=address "$VPY" -m pip install --quiet --no-build-isolation "$SRC"
     ;;
 esac
+done_step
+# pytest shows its own progress: no ticker.
+echo "== [$STEPS/$STEPS] running the test suite (pytest, a few minutes)"
 
 # Run from outside the checkout so that `import indirect_buffer` finds the installed package.
 cd "$WORK"
@@ -70,8 +107,10 @@ if [ "$MODE" = "asan" ]; then
   LIBASAN=$(gcc -print-file-name=libasan.so)
   # CPython itself is not instrumented and leaks by design at exit: leak checking is done
   # separately (tests/leakcheck.py under valgrind); here ASan looks for memory errors.
+  # PYTHONMALLOC=malloc: Python objects come from malloc instead of pymalloc's arenas, so ASan
+  # sees every freed object (a use after free of a Python object is reported, not missed).
   LD_PRELOAD="$LIBASAN" ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1" \
-    IB_SANITIZE=address "$VPY" -m pytest "$ROOT/tests" -p no:cacheprovider -q ${IB_PYTEST_ARGS:-}
+    PYTHONMALLOC=malloc IB_SANITIZE=address "$VPY" -m pytest "$ROOT/tests" -p no:cacheprovider -q ${IB_PYTEST_ARGS:-}
 else
   "$VPY" -m pytest "$ROOT/tests" -p no:cacheprovider -q ${IB_PYTEST_ARGS:-}
 fi
