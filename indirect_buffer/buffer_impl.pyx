@@ -27,6 +27,9 @@ import sys
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
 
+cdef enum:
+    _MAX_NDIM = 64  # PyBUF_MAX_NDIM: the most dimensions a Py_buffer may have
+
 # Every consumer must ask for at least this to follow row pointers.
 cdef int _INDIRECT_FLAGS = PyBUF_INDIRECT
 # Contiguity requests cannot be met by a table of row pointers.

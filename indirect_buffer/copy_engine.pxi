@@ -1,5 +1,20 @@
-# The copy engine: one element copy between any two acquired 2-D buffers (direct or
-# indirect), with the semantics of a copy through a temporary when they overlap.
+# The copy engine: one element copy between any two acquired buffers of the same shape,
+# direct or indirect in any dimension (PEP 3118 suboffsets), with the result of a copy through
+# a temporary when they overlap.
+#
+# A buffer is copied run by run. A run is the elements along the last dimension at one index of
+# the others (or a single element, when either side is indirect in its last dimension too).
+# _Walker visits the runs in C order, following every suboffset on the way.
+#
+# Pointers are never read after a write could have changed them: a copy whose destination
+# overlaps the source's elements or pointers goes through a temporary (the source is read
+# whole first), and one whose destination overlaps its own pointers takes all of them first.
+
+cdef enum:
+    # Copies of at least this many bytes run without the GIL; below it, releasing and
+    # re-taking the GIL costs more than the copy.
+    _NOGIL_BYTES = 65536
+
 
 cdef inline const char* _format_of(const Py_buffer* view) noexcept:
     if view.format == NULL:
@@ -27,261 +42,341 @@ cdef int _check_exported_format(const Py_buffer* view, Py_ssize_t row) except -1
     raise BufferError(f"{what} has a non-ASCII format {(<bytes>f).decode('utf-8', 'replace')!r}")
 
 
-# Copies of at least this many bytes run without the GIL; below it, releasing and re-taking
-# the GIL costs more than the copy.
-cdef enum:
-    _NOGIL_BYTES = 65536
+# -- walking the runs of a buffer ---------------------------------------------------------------
+
+cdef struct _Walker:
+    const Py_buffer* view
+    int depth                        # dimensions indexed per run: ndim - 1, or ndim (elements)
+    Py_ssize_t idx[_MAX_NDIM]        # index of the current run in dimensions 0..depth-1
+    char* base[_MAX_NDIM + 1]        # base[d]: address reached before dimension d is indexed
+    int null_dim                     # dimension of a NULL pointer met, or -1
+    char* plo                        # extent of the pointers followed so far (NULL: none)
+    char* phi
 
 
-cdef inline char* _row_ptr(const Py_buffer* view, Py_ssize_t i) noexcept nogil:
-    """Where row i starts: element (i, 0) before dimension 1's own suboffset, if any."""
-    cdef char* p = <char*>view.buf + i * view.strides[0]
-    if view.suboffsets != NULL and view.suboffsets[0] >= 0:
-        p = (<char**>p)[0] + view.suboffsets[0]
-    return p
+cdef inline void _widen(char** lo, char** hi, char* a, char* b) noexcept nogil:
+    if lo[0] == NULL or a < lo[0]:
+        lo[0] = a
+    if hi[0] == NULL or b > hi[0]:
+        hi[0] = b
 
 
-cdef inline bint _inner_indirect(const Py_buffer* view) noexcept nogil:
-    """True if every element of a row sits behind a pointer of its own (suboffsets[1] >= 0)."""
-    return view.suboffsets != NULL and view.suboffsets[1] >= 0
+cdef bint _descend(_Walker* w, int first) noexcept nogil:
+    """Recompute base[first+1 .. depth] from base[first] and the current index; False (and
+    null_dim set) at a NULL pointer."""
+    cdef const Py_buffer* v = w.view
+    cdef int d
+    cdef char* p
+    cdef char* q
+    for d in range(first, w.depth):
+        p = w.base[d] + w.idx[d] * v.strides[d]
+        if v.suboffsets != NULL and v.suboffsets[d] >= 0:
+            _widen(&w.plo, &w.phi, p, p + sizeof(void*))
+            q = (<char**>p)[0]
+            if q == NULL:
+                w.null_dim = d
+                return False
+            p = q + v.suboffsets[d]
+        w.base[d + 1] = p
+    return True
 
 
-cdef inline char* _elem_ptr(const Py_buffer* view, char* row, Py_ssize_t j) noexcept nogil:
-    """Element j of a row that starts at row (following dimension 1's suboffset)."""
-    cdef char* p = row + j * view.strides[1]
-    if view.suboffsets != NULL and view.suboffsets[1] >= 0:
-        p = (<char**>p)[0] + view.suboffsets[1]
-    return p
+cdef bint _walk_start(_Walker* w, const Py_buffer* view, int depth) noexcept nogil:
+    """Position w at the first run (the buffer has at least one element)."""
+    cdef int d
+    w.view = view
+    w.depth = depth
+    w.null_dim = -1
+    w.plo = w.phi = NULL
+    for d in range(depth):
+        w.idx[d] = 0
+    w.base[0] = <char*>view.buf
+    return _descend(w, 0)
 
 
-cdef struct _Scan:
-    bint empty      # no elements at all
-    Py_ssize_t null_row   # row of the first NULL pointer (of the row, or of an element), or -1
-    Py_ssize_t null_col   # its column if it is an element's pointer, else -1
-    char* lo        # lowest byte touched by an element
-    char* hi        # one past the highest byte touched
-    char* plo       # lowest byte of a pointer the buffer follows (NULL: a direct buffer)
-    char* phi       # one past the highest such byte
-    char* first     # start of row 0
-    bint block      # rows lie back to back with contiguous elements: one memmove copies all
+cdef inline char* _run(const _Walker* w) noexcept nogil:
+    """Where the current run starts."""
+    return w.base[w.depth]
 
 
-cdef inline void _widen(_Scan* out, char* a, char* b) noexcept nogil:
-    if out.lo == NULL or a < out.lo:
-        out.lo = a
-    if out.hi == NULL or b > out.hi:
-        out.hi = b
+cdef int _walk_next(_Walker* w) noexcept nogil:
+    """Advance to the next run in C order: 1 if there is one, 0 at the end, -1 at a NULL
+    pointer (null_dim and idx say where)."""
+    cdef int d = w.depth - 1
+    while d >= 0:
+        w.idx[d] += 1
+        if w.idx[d] < w.view.shape[d]:
+            return 1 if _descend(w, d) else -1
+        w.idx[d] = 0
+        d -= 1
+    return 0
 
 
-cdef inline void _widen_pointers(_Scan* out, char* first, Py_ssize_t n,
-                                 Py_ssize_t stride) noexcept nogil:
-    """Add n pointer slots, stride bytes apart from first, to the pointer extent."""
-    cdef char* a = first
-    cdef char* b = first
-    if stride >= 0:
-        b += (n - 1) * stride
-    else:
-        a += (n - 1) * stride
-    b += sizeof(void*)
-    if out.plo == NULL or a < out.plo:
-        out.plo = a
-    if out.phi == NULL or b > out.phi:
-        out.phi = b
+# -- one side of a copy, prepared ----------------------------------------------------------------
+
+cdef struct _Side:
+    const Py_buffer* view
+    int depth              # see _Walker.depth (equal on both sides of a copy)
+    Py_ssize_t runs        # number of runs
+    Py_ssize_t run_len     # elements per run
+    Py_ssize_t step        # bytes between the elements of a run
+    bint block             # every element lies in one C-contiguous block from first
+    char* first            # start of the first run
+    char* lo               # extent of the elements
+    char* hi
+    char* plo              # extent of the pointers followed (NULL: a direct buffer)
+    char* phi
+    char** starts          # every run's start, taken before the copy writes (or NULL)
+    int null_dim           # a NULL pointer met: its dimension and index, else -1
+    Py_ssize_t null_idx[_MAX_NDIM]
 
 
-cdef void _scan(const Py_buffer* view, bint trusted, _Scan* out) noexcept nogil:
-    """Extent of a 2-D buffer's elements, NULL pointers at any level, and whether the
-    elements form one C-contiguous block.
+cdef inline bint _is_indirect(const Py_buffer* view) noexcept nogil:
+    cdef int d
+    if view.suboffsets != NULL:
+        for d in range(view.ndim):
+            if view.suboffsets[d] >= 0:
+                return True
+    return False
 
-    trusted: the buffer is an IndirectMemory2D whose rows are known to be back to back.
+
+cdef void _direct_extent(const Py_buffer* v, _Side* s) noexcept nogil:
+    """Extent and contiguity of a direct buffer, from its strides alone."""
+    cdef char* a = <char*>v.buf
+    cdef char* b = <char*>v.buf
+    cdef Py_ssize_t expect = v.itemsize
+    cdef int d
+    s.block = True
+    for d in range(v.ndim - 1, -1, -1):
+        if v.strides[d] >= 0:
+            b += (v.shape[d] - 1) * v.strides[d]
+        else:
+            a += (v.shape[d] - 1) * v.strides[d]
+        if v.shape[d] != 1 and v.strides[d] != expect:
+            s.block = False
+        expect *= v.shape[d]
+    s.first = <char*>v.buf
+    s.lo, s.hi = a, b + v.itemsize
+
+
+cdef bint _rows_back_to_back(const Py_buffer* v, _Side* s) noexcept nogil:
+    """The common T** case (2-D, a table of row pointers, contiguous rows): True if the rows
+    lie back to back, decided by one branch-free pass the compiler can vectorise."""
+    cdef Py_ssize_t i, rows = v.shape[0], row_bytes = v.shape[1] * v.itemsize
+    cdef char** tab = <char**>v.buf
+    if v.ndim != 2 or v.suboffsets[1] >= 0 or v.strides[0] != sizeof(void*) or \
+            (v.shape[1] != 1 and v.strides[1] != v.itemsize) or tab[0] == NULL:
+        return False
+    cdef char* expect = tab[0]
+    cdef size_t mismatch = 0
+    for i in range(rows):
+        mismatch |= <size_t>(tab[i] - (expect + i * row_bytes))
+    if mismatch != 0:
+        return False
+    s.first = expect + v.suboffsets[0]
+    s.lo, s.hi = s.first, s.first + rows * row_bytes
+    s.plo, s.phi = <char*>tab, <char*>(tab + rows)
+    s.block = True
+    return True
+
+
+cdef void _prepare(const Py_buffer* v, int depth, bint trusted, _Side* s) noexcept nogil:
+    """Runs, extents, contiguity and NULL pointers of a buffer with at least one element.
+
+    trusted: an IndirectMemory2D whose rows are known to lie back to back.
     """
-    cdef Py_ssize_t i, j, rows = view.shape[0], cols = view.shape[1]
-    cdef Py_ssize_t stride = view.strides[1], k = view.itemsize, row_bytes = cols * k
-    cdef char* start
+    cdef int d, status
+    cdef Py_ssize_t k = v.itemsize, last = v.ndim - 1
     cdef char* a
-    cdef char* b
-    out.lo = out.hi = out.first = out.plo = out.phi = NULL
-    out.block = False
-    out.empty = rows == 0 or cols == 0
-    out.null_row = out.null_col = -1
-    if out.empty:
-        return
-    cdef bint indirect_rows = view.suboffsets != NULL and view.suboffsets[0] >= 0
-    cdef Py_ssize_t rstride = view.strides[0]
-    cdef char* base = <char*>view.buf
-    if indirect_rows:
-        _widen_pointers(out, base, rows, rstride)  # the row table
-        if (<char**>base)[0] == NULL:
-            out.null_row = 0
-            return
-    if _inner_indirect(view):
-        # Every element has its own pointer: walk them all (the copy will, too).
-        for i in range(rows):
-            start = base + i * rstride
-            if indirect_rows:
-                start = (<char**>start)[0]
-                if start == NULL:
-                    out.null_row = i
-                    return
-                start += view.suboffsets[0]
-            _widen_pointers(out, start, cols, stride)  # this row's element pointers
-            for j in range(cols):
-                a = (<char**>(start + j * stride))[0]
-                if a == NULL:
-                    out.null_row, out.null_col = i, j
-                    return
-                a += view.suboffsets[1]
-                _widen(out, a, a + k)
-        out.first = _row_ptr(view, 0)
-        return
-    cdef bint block = cols == 1 or stride == k
-    out.first = _row_ptr(view, 0)
-    if not indirect_rows:
-        # Direct buffer: the extent follows from the strides alone, no need to walk rows.
-        a = b = out.first
-        if rstride >= 0:
-            b += (rows - 1) * rstride
-        else:
-            a += (rows - 1) * rstride
-        if stride >= 0:
-            b += (cols - 1) * stride
-        else:
-            a += (cols - 1) * stride
-        out.lo, out.hi = a, b + k
-        out.block = block and (rows == 1 or rstride == row_bytes)
+    cdef _Walker w
+    s.view = v
+    s.depth = depth
+    s.starts = NULL
+    s.null_dim = -1
+    s.plo = s.phi = NULL
+    s.runs = 1
+    for d in range(depth):
+        s.runs *= v.shape[d]
+    s.run_len = v.shape[last] if depth == last else 1
+    s.step = v.strides[last]
+    if not _is_indirect(v):
+        _direct_extent(v, s)
         return
     if trusted:
-        out.lo, out.hi, out.block = out.first, out.first + rows * row_bytes, True
+        s.first = (<char**>v.buf)[0] + v.suboffsets[0]
+        s.lo, s.hi = s.first, s.first + v.shape[0] * v.shape[1] * k
+        s.plo, s.phi = <char*>v.buf, <char*>v.buf + v.shape[0] * sizeof(void*)
+        s.block = True
         return
-    # Indirect rows: first the cheap common case, rows back to back (owned memory).
-    cdef Py_ssize_t sub = view.suboffsets[0]
-    cdef char** tab = <char**>base
-    cdef char* expect = out.first - sub
-    cdef size_t mismatch = 0
-    if block and rstride == sizeof(void*):
-        # Branch-free so that the compiler can vectorise it: this check is the whole cost
-        # of copying owned memory apart from the memmove itself.
-        for i in range(rows):
-            mismatch |= <size_t>(tab[i] - (expect + i * row_bytes))
-        block = mismatch == 0
-        if block:
-            out.lo, out.hi, out.block = out.first, out.first + rows * row_bytes, True
-            return
-    for i in range(rows):
-        start = (<char**>(base + i * rstride))[0]
-        if start == NULL:
-            out.null_row = i
-            return
-        start += sub
-        if block and start != out.first + i * row_bytes:
-            block = False
-        if stride >= 0:
-            _widen(out, start, start + (cols - 1) * stride + k)
+    if _rows_back_to_back(v, s):
+        return
+    # Any other layout: visit every run.
+    s.lo = s.hi = NULL
+    s.block = s.run_len == 1 or s.step == k
+    if not _walk_start(&w, v, depth):
+        status = -1
+    else:
+        s.first = _run(&w)
+        status = 1
+    cdef Py_ssize_t n = 0, run_bytes = s.run_len * k
+    while status == 1:
+        a = _run(&w)
+        if s.block and a != s.first + n * run_bytes:
+            s.block = False
+        n += 1
+        if s.step >= 0:
+            _widen(&s.lo, &s.hi, a, a + (s.run_len - 1) * s.step + k)
         else:
-            _widen(out, start + (cols - 1) * stride, start + k)
-    out.block = block
+            _widen(&s.lo, &s.hi, a + (s.run_len - 1) * s.step, a + k)
+        status = _walk_next(&w)
+    s.plo, s.phi = w.plo, w.phi
+    if status < 0:
+        s.null_dim = w.null_dim
+        for d in range(w.null_dim + 1):
+            s.null_idx[d] = w.idx[d]
 
 
-cdef void _copy_elements(const Py_buffer* src, const Py_buffer* dst) noexcept nogil:
-    """Copy src into dst (same shape and itemsize, pointers already checked for NULL)."""
-    cdef Py_ssize_t i, j, rows = src.shape[0], cols = src.shape[1], k = src.itemsize
-    cdef Py_ssize_t ss = src.strides[1], ds = dst.strides[1]
-    cdef bint inner = _inner_indirect(src) or _inner_indirect(dst)
+cdef int _take_starts(_Side* s) except -1:
+    """Read every run's start now, before the copy writes anything (the destination's
+    elements overlap pointers it is reached through)."""
+    cdef _Walker w
+    cdef Py_ssize_t i = 0
+    s.starts = <char**>malloc(s.runs * sizeof(char*))
+    if s.starts == NULL:
+        raise MemoryError(f"cannot allocate {s.runs} run addresses for an overlapping copy")
+    if _walk_start(&w, s.view, s.depth):
+        while True:
+            s.starts[i] = _run(&w)
+            i += 1
+            if _walk_next(&w) != 1:
+                break
+    return 0
+
+
+cdef int _check_no_null(const _Side* s, str what) except -1:
+    """ValueError for a NULL pointer met while preparing a side (C code re-pointed a row or
+    an element to NULL after the memory was wrapped, or a foreign exporter holds one)."""
+    if s.null_dim < 0:
+        return 0
+    if s.null_dim == 0:
+        raise ValueError(f"row {s.null_idx[0]} of the {what}'s pointer table is NULL")
+    index = ", ".join([str(s.null_idx[d]) for d in range(s.null_dim + 1)])
+    raise ValueError(f"element ({index}) of the {what} is behind a NULL pointer "
+                     f"(in dimension {s.null_dim})")
+
+
+# -- the copy ------------------------------------------------------------------------------------
+
+cdef inline void _copy_run(char* d, Py_ssize_t ds, const char* s, Py_ssize_t ss, Py_ssize_t n,
+                           Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t j
+    if ss == k and ds == k:
+        memmove(d, s, n * k)
+    elif k == 8:
+        for j in range(n):
+            memcpy(d + j * ds, s + j * ss, 8)
+    elif k == 4:
+        for j in range(n):
+            memcpy(d + j * ds, s + j * ss, 4)
+    else:
+        for j in range(n):
+            memcpy(d + j * ds, s + j * ss, k)
+
+
+cdef void _copy_runs(const _Side* src, const _Side* dst) noexcept nogil:
+    """Copy run by run (pointers already checked for NULL)."""
+    cdef _Walker ws, wd
+    cdef Py_ssize_t i, k = src.view.itemsize
     cdef char* s
     cdef char* d
-    for i in range(rows):
-        s = _row_ptr(src, i)
-        d = _row_ptr(dst, i)
-        if inner:
-            for j in range(cols):
-                memcpy(_elem_ptr(dst, d, j), _elem_ptr(src, s, j), k)
-        elif ss == k and ds == k:
-            memmove(d, s, cols * k)
-        elif k == 8:
-            for j in range(cols):
-                memcpy(d + j * ds, s + j * ss, 8)
-        elif k == 4:
-            for j in range(cols):
-                memcpy(d + j * ds, s + j * ss, 4)
-        else:
-            for j in range(cols):
-                memcpy(d + j * ds, s + j * ss, k)
+    if src.starts == NULL:
+        _walk_start(&ws, src.view, src.depth)
+    if dst.starts == NULL:
+        _walk_start(&wd, dst.view, dst.depth)
+    for i in range(src.runs):
+        if i > 0:
+            if src.starts == NULL:
+                _walk_next(&ws)
+            if dst.starts == NULL:
+                _walk_next(&wd)
+        s = src.starts[i] if src.starts != NULL else _run(&ws)
+        d = dst.starts[i] if dst.starts != NULL else _run(&wd)
+        _copy_run(d, dst.step, s, src.step, src.run_len, k)
 
 
-cdef int _check_no_null(const _Scan* scan, str what) except -1:
-    """ValueError for a NULL pointer found by _scan (C code re-pointed a row or an element
-    to NULL after the memory was wrapped, or a foreign exporter holds one)."""
-    if scan.null_row < 0:
-        return 0
-    if scan.null_col >= 0:
-        raise ValueError(f"element ({scan.null_row}, {scan.null_col}) of the {what} is behind "
-                         "a NULL pointer")
-    raise ValueError(f"row {scan.null_row} of the {what}'s pointer table is NULL")
+cdef inline bint _overlap(char* a_lo, char* a_hi, char* b_lo, char* b_hi) noexcept nogil:
+    return b_lo != NULL and a_lo < b_hi and b_lo < a_hi
 
 
-cdef void _move(const Py_buffer* src, const Py_buffer* dst, const _Scan* ss, const _Scan* ds,
-                const Py_buffer* tmp) noexcept nogil:
+cdef void _move(const _Side* src, const _Side* dst, _Side* tmp) noexcept nogil:
     """The copy itself, decided by _copy_buffers: one memmove, through tmp, or direct."""
-    if ss.block and ds.block:
+    if src.block and dst.block:
         # Both sides are one C-contiguous block: memmove is exact even when they overlap.
-        memmove(ds.first, ss.first, <size_t>(src.shape[0] * src.shape[1] * src.itemsize))
+        memmove(dst.first, src.first, <size_t>(src.runs * src.run_len * src.view.itemsize))
     elif tmp != NULL:
-        _copy_elements(src, tmp)
-        _copy_elements(tmp, dst)
+        _copy_runs(src, tmp)
+        _copy_runs(tmp, dst)
     else:
-        _copy_elements(src, dst)
+        _copy_runs(src, dst)
 
 
 cdef int _copy_buffers(Py_buffer* src, Py_buffer* dst, bint src_trusted,
                        bint dst_trusted) except -1:
-    """Copy with the semantics of a copy through a temporary when the two overlap."""
-    cdef _Scan ss, ds
-    cdef Py_ssize_t rows = src.shape[0], cols = src.shape[1]
-    cdef size_t nbytes = <size_t>(rows * cols * src.itemsize)
-    cdef bint big = nbytes >= _NOGIL_BYTES
+    """Copy src into dst (same ndim >= 1, shape and itemsize; strides set), with the result of
+    a copy through a temporary when the two overlap."""
+    cdef _Side ss, ds, ts
+    cdef int d, ndim = src.ndim, last = src.ndim - 1, depth
+    cdef Py_ssize_t k = src.itemsize
+    cdef Py_ssize_t elems = 1
     cdef Py_buffer tmp
-    cdef Py_buffer* staged = NULL
-    cdef Py_ssize_t tshape[2]
-    cdef Py_ssize_t tstrides[2]
+    cdef Py_ssize_t tstrides[_MAX_NDIM]
+    for d in range(ndim):
+        if src.shape[d] == 0:
+            return 0
+        elems *= src.shape[d]  # no overflow: the caller checked one side's size
+    cdef bint big = elems * k >= _NOGIL_BYTES
+    # Element by element when either side is indirect in its last dimension.
+    depth = ndim if ((src.suboffsets != NULL and src.suboffsets[last] >= 0)
+                     or (dst.suboffsets != NULL and dst.suboffsets[last] >= 0)) else last
     if big:
         with nogil:
-            _scan(src, src_trusted, &ss)
-            _scan(dst, dst_trusted, &ds)
+            _prepare(src, depth, src_trusted, &ss)
+            _prepare(dst, depth, dst_trusted, &ds)
     else:
-        _scan(src, src_trusted, &ss)
-        _scan(dst, dst_trusted, &ds)
-    if ss.empty:
-        return 0
+        _prepare(src, depth, src_trusted, &ss)
+        _prepare(dst, depth, dst_trusted, &ds)
     _check_no_null(&ss, "source")
     _check_no_null(&ds, "destination")
-    if ds.plo != NULL and ds.lo < ds.phi and ds.plo < ds.hi:
-        raise BufferError("the destination's elements overlap the pointers it is reached "
-                          "through: copying into it would overwrite them")
-    if not (ss.block and ds.block) and (
-            (ss.lo < ds.hi and ds.lo < ss.hi)
-            or (ss.plo != NULL and ss.plo < ds.hi and ds.lo < ss.phi)):
+    cdef _Side* staged = NULL
+    if not (ss.block and ds.block) and (_overlap(ds.lo, ds.hi, ss.lo, ss.hi)
+                                        or _overlap(ds.lo, ds.hi, ss.plo, ss.phi)):
         # The destination overlaps the source's elements or the pointers that lead to them:
         # stage through a contiguous temporary, so that the whole source is read before
-        # anything is written (the result of a copy through a temporary).
+        # anything is written.
         tmp = src[0]
-        tmp.buf = malloc(nbytes)
+        tmp.buf = malloc(elems * k)
         if tmp.buf == NULL:
-            raise MemoryError(f"cannot allocate a {rows}x{cols} temporary for an overlapping copy")
+            raise MemoryError(f"cannot allocate a temporary of {elems * k} bytes for an "
+                              "overlapping copy")
         tmp.suboffsets = NULL
-        tshape[0] = rows
-        tshape[1] = cols
-        tstrides[0] = cols * src.itemsize
-        tstrides[1] = src.itemsize
-        tmp.shape = tshape
+        tstrides[last] = k
+        for d in range(last - 1, -1, -1):
+            tstrides[d] = tstrides[d + 1] * src.shape[d + 1]
         tmp.strides = tstrides
-        staged = &tmp
-    if big:
-        with nogil:
-            _move(src, dst, &ss, &ds, staged)
-    else:
-        _move(src, dst, &ss, &ds, staged)
-    if staged != NULL:
-        free(staged.buf)
+        _prepare(&tmp, depth, False, &ts)
+        staged = &ts
+    try:
+        if not (ss.block and ds.block) and _overlap(ds.lo, ds.hi, ds.plo, ds.phi):
+            _take_starts(&ds)  # writes could change pointers the copy still has to follow
+        if big:
+            with nogil:
+                _move(&ss, &ds, staged)
+        else:
+            _move(&ss, &ds, staged)
+    finally:
+        free(ds.starts)
+        if staged != NULL:
+            free(tmp.buf)
     return 0
 
 
@@ -323,11 +418,13 @@ cdef bint _trusted(object obj):
 
 
 cdef inline void _c_strides(Py_buffer* view, Py_ssize_t* storage) noexcept:
-    """Point a 2-D view's NULL strides (allowed for C-contiguous data, e.g. ctypes arrays)
-    at C-contiguous strides in storage."""
-    if view.strides == NULL and view.ndim == 2 and view.shape != NULL:
-        storage[1] = view.itemsize
-        storage[0] = view.shape[1] * view.itemsize
+    """Point a view's NULL strides (allowed for C-contiguous data, e.g. ctypes arrays) at
+    C-contiguous strides in storage (room for _MAX_NDIM)."""
+    cdef int d
+    if view.strides == NULL and view.shape != NULL and 0 < view.ndim <= _MAX_NDIM:
+        storage[view.ndim - 1] = view.itemsize
+        for d in range(view.ndim - 2, -1, -1):
+            storage[d] = storage[d + 1] * view.shape[d + 1]
         view.strides = storage
 
 
@@ -337,8 +434,8 @@ cdef int _copy_between(object src, object dst, bint cast) except -1:
     cdef Py_buffer dview
     cdef Py_buffer s2
     cdef Py_buffer d2
-    cdef Py_ssize_t sstrides[2]
-    cdef Py_ssize_t dstrides[2]
+    cdef Py_ssize_t sstrides[_MAX_NDIM]
+    cdef Py_ssize_t dstrides[_MAX_NDIM]
     for obj in (src, dst):
         if isinstance(obj, IndirectMemory2D):
             (<IndirectMemory2D>obj)._check_alive()

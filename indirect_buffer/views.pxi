@@ -1,8 +1,5 @@
 # Zero-copy row (or column) views over another object's strided buffer.
 
-cdef enum:
-    _MAX_NDIM = 64  # PyBUF_MAX_NDIM
-
 cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint columns):
     """Build a T** over the contiguous rows (or columns) of source, holding its buffer.
 
