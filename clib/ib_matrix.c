@@ -261,3 +261,170 @@ int ib_model_predict(const ib_model *m, const double *x, double *y)
     }
     return IB_OK;
 }
+
+/* --- 8. double*** tensor -------------------------------------------------------------------- */
+
+double ***ib_tensor_new(size_t n0, size_t n1, size_t n2)
+{
+    double ***t;
+    double **rows;
+    double *data;
+    size_t i, j;
+    if (n0 == 0 || n1 == 0 || n2 == 0 || n0 > SIZE_MAX / n1 || n0 * n1 > SIZE_MAX / n2)
+        return NULL;
+    t = ib_calloc(n0, sizeof *t);
+    if (t == NULL)
+        return NULL;
+    rows = ib_calloc(n0 * n1, sizeof *rows);
+    if (rows == NULL) {
+        ib_free(t);
+        return NULL;
+    }
+    data = ib_calloc(n0 * n1 * n2, sizeof *data);
+    if (data == NULL) {
+        ib_free(rows);
+        ib_free(t);
+        return NULL;
+    }
+    for (i = 0; i < n0; i++) {
+        t[i] = rows + i * n1;
+        for (j = 0; j < n1; j++)
+            t[i][j] = data + (i * n1 + j) * n2;
+    }
+    return t;
+}
+
+void ib_tensor_free(double ***t)
+{
+    if (t == NULL)
+        return;
+    if (t[0] != NULL)
+        ib_free(t[0][0]); /* t[0][0] owns the whole data block */
+    ib_free(t[0]);        /* t[0] owns all the row pointers */
+    ib_free(t);
+}
+
+double ib_tensor_sum(const double *const *const *t, size_t n0, size_t n1, size_t n2)
+{
+    double s = 0.0;
+    size_t i, j, k;
+    for (i = 0; i < n0; i++)
+        for (j = 0; j < n1; j++)
+            for (k = 0; k < n2; k++)
+                s += t[i][j][k];
+    return s;
+}
+
+int ib_tensor_fill_index(double ***t, size_t n0, size_t n1, size_t n2)
+{
+    size_t i, j, k;
+    if (n0 == 0 || n1 == 0 || n2 == 0)
+        return IB_OK;
+    if (t == NULL)
+        return IB_EINVAL;
+    /* Validate every pointer before writing, so that t is untouched on error. Nothing is
+     * assumed about the layout: the rows need not be contiguous. */
+    for (i = 0; i < n0; i++) {
+        if (t[i] == NULL)
+            return IB_EINVAL;
+        for (j = 0; j < n1; j++)
+            if (t[i][j] == NULL)
+                return IB_EINVAL;
+    }
+    for (i = 0; i < n0; i++)
+        for (j = 0; j < n1; j++)
+            for (k = 0; k < n2; k++)
+                t[i][j][k] = (double)i * 10000.0 + (double)j * 100.0 + (double)k;
+    return IB_OK;
+}
+
+/* --- 9. stack of 8-bit frames --------------------------------------------------------------- */
+
+unsigned char **ib_frames_new(size_t count, size_t height, size_t width)
+{
+    unsigned char **frames;
+    unsigned char *data;
+    size_t i, size;
+    if (count == 0 || height == 0 || width == 0 || height > SIZE_MAX / width)
+        return NULL;
+    size = height * width;
+    if (count > SIZE_MAX / size)
+        return NULL;
+    frames = ib_calloc(count, sizeof *frames);
+    if (frames == NULL)
+        return NULL;
+    data = ib_calloc(count * size, sizeof *data);
+    if (data == NULL) {
+        ib_free(frames);
+        return NULL;
+    }
+    for (i = 0; i < count; i++)
+        frames[i] = data + i * size;
+    return frames;
+}
+
+void ib_frames_free(unsigned char **frames)
+{
+    if (frames == NULL)
+        return;
+    ib_free(frames[0]); /* frames[0] owns the whole data block */
+    ib_free(frames);
+}
+
+int ib_frames_mean(const unsigned char *const *frames, size_t count, size_t height,
+                   size_t width, unsigned char *out)
+{
+    size_t i, p, size;
+    if (count == 0)
+        return IB_EINVAL;
+    if (height == 0 || width == 0)
+        return IB_OK;
+    if (height > SIZE_MAX / width || frames == NULL || out == NULL)
+        return IB_EINVAL;
+    for (i = 0; i < count; i++)
+        if (frames[i] == NULL)
+            return IB_EINVAL;
+    size = height * width;
+    /* Pixel by pixel, all frames read before out[p] is written: out may alias a frame. */
+    for (p = 0; p < size; p++) {
+        /* The sum is kept as q * count + r with r < count, so it cannot overflow for any
+         * count (a plain sum could: 255 * count). r + 255 fits since count is the length of
+         * an array of pointers, far below SIZE_MAX - 255. */
+        size_t q = 0, r = 0;
+        for (i = 0; i < count; i++) {
+            r += frames[i][p];
+            if (r >= count) {
+                q += r / count;
+                r %= count;
+            }
+        }
+        /* (q * count + r + count / 2) / count, with r + count / 2 < 2 * count */
+        out[p] = (unsigned char)(q + (r + count / 2) / count);
+    }
+    return IB_OK;
+}
+
+int ib_frames_add(unsigned char **frames, size_t count, size_t height, size_t width, int delta)
+{
+    size_t i, p, size;
+    if (count == 0 || height == 0 || width == 0)
+        return IB_OK;
+    if (height > SIZE_MAX / width || frames == NULL)
+        return IB_EINVAL;
+    for (i = 0; i < count; i++)
+        if (frames[i] == NULL)
+            return IB_EINVAL;
+    size = height * width;
+    /* Clamp delta first so that pixel + delta cannot overflow an int. */
+    if (delta > 255)
+        delta = 255;
+    if (delta < -255)
+        delta = -255;
+    for (i = 0; i < count; i++) {
+        for (p = 0; p < size; p++) {
+            int v = frames[i][p] + delta;
+            frames[i][p] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+        }
+    }
+    return IB_OK;
+}

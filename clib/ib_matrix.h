@@ -124,6 +124,61 @@ IB_API long ib_live_allocations(void);
  * the next call. n < 0 (the default) never fails. */
 IB_API void ib_fail_allocations_after(long n);
 
+/* --- 8. A double*** tensor (Numerical Recipes f3tensor style, 0-based) ---------------------- */
+
+/* An n0 x n1 x n2 tensor of zeros: t[i][j][k] is element (i, j, k). One allocation per pointer
+ * level, never one per row (three allocations): the table t of n0 pointers, the block t[0] of
+ * n0 * n1 row pointers (t[i] == t[0] + i * n1) and the data block t[0][0] of n0 * n1 * n2
+ * doubles (t[i][j] == t[0][0] + (i * n1 + j) * n2). NULL if a dimension is 0, if a size
+ * overflows or on allocation failure. Free it with ib_tensor_free(t), never with free(). */
+IB_API double ***ib_tensor_new(size_t n0, size_t n1, size_t n2);
+
+/* Frees a tensor from ib_tensor_new (the data block t[0][0], the row pointers t[0], then the
+ * table). NULL is allowed. */
+IB_API void ib_tensor_free(double ***t);
+
+/* Sum of all elements. Reads t[0..n0)[0..n1)[0..n2) and never writes.
+ * Note: C does not convert double *** to const double *const *const * implicitly; callers
+ * cast. */
+IB_API double ib_tensor_sum(const double *const *const *t, size_t n0, size_t n1, size_t n2);
+
+/* t[i][j][k] = i * 10000 + j * 100 + k, handy to recognise data. Works on any double ***
+ * (however it was allocated, contiguous or not), not only on one from ib_tensor_new.
+ * IB_EINVAL (nothing written) if t, any t[i] or any t[i][j] is NULL while n0, n1 and n2
+ * are all > 0. */
+IB_API int ib_tensor_fill_index(double ***t, size_t n0, size_t n1, size_t n2);
+
+/* --- 9. A stack of 8-bit frames (video frames, image stacks) -------------------------------- */
+
+/* Layout: frames[i] points at frame i, one contiguous height x width block of 8-bit pixels;
+ * pixel (y, x) of frame i is frames[i][y * width + x]. */
+
+/* count frames of zeros in two allocations: the table and one data block (frames[0] owns all
+ * the data and frames[i] == frames[0] + i * height * width). NULL if a dimension is 0, if a
+ * size overflows or on allocation failure. Free it with ib_frames_free(frames); freeing
+ * frames[i] for i > 0 would be a bug. */
+IB_API unsigned char **ib_frames_new(size_t count, size_t height, size_t width);
+
+/* Frees a stack from ib_frames_new (the data block frames[0], then the table). NULL is
+ * allowed. */
+IB_API void ib_frames_free(unsigned char **frames);
+
+/* Per-pixel mean of count frames, rounded half up: out[y * width + x] =
+ * (sum of frames[i][y * width + x] + count / 2) / count. Reads frames, writes only out (out
+ * has height * width bytes; it may be one of the frames). IB_EINVAL (nothing written) if
+ * count is 0, or if frames, out or any frame is NULL while height * width > 0, or if
+ * height * width overflows.
+ * Note: C does not convert unsigned char ** to const unsigned char *const * implicitly;
+ * callers cast. */
+IB_API int ib_frames_mean(const unsigned char *const *frames, size_t count, size_t height,
+                          size_t width, unsigned char *out);
+
+/* Adds delta to every pixel of every frame, saturating to [0, 255] (any int delta). IB_EINVAL
+ * (nothing written) if frames or any frame is NULL while count and height * width are > 0,
+ * or if height * width overflows. count 0 is fine: nothing to do. */
+IB_API int ib_frames_add(unsigned char **frames, size_t count, size_t height, size_t width,
+                         int delta);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,6 +1,7 @@
 /* Checks ib_matrix on its own: `make -C clib check` builds this with ASan/UBSan and runs it. */
 #include "ib_matrix.h"
 
+#include <limits.h>
 #include <stdio.h>
 
 static int failures = 0;
@@ -74,11 +75,28 @@ static void test_allocation_failures(void)
         CHECK(ib_model_new(3, 4) == NULL);
         CHECK(ib_live_allocations() == base);
     }
+    for (n = 0; n < 3; n++) {
+        ib_fail_allocations_after(n);
+        CHECK(ib_tensor_new(2, 3, 4) == NULL);
+        CHECK(ib_live_allocations() == base);
+    }
+    for (n = 0; n < 2; n++) {
+        ib_fail_allocations_after(n);
+        CHECK(ib_frames_new(3, 2, 2) == NULL);
+        CHECK(ib_live_allocations() == base);
+    }
     ib_fail_allocations_after(-1);
     {
         double **m = ib_matrix_new(3, 4);
         CHECK(m != NULL);
         ib_matrix_free(m, 3);
+    }
+    {
+        double ***t = ib_tensor_new(2, 3, 4);
+        unsigned char **f = ib_frames_new(3, 2, 2);
+        CHECK(t != NULL && f != NULL);
+        ib_tensor_free(t);
+        ib_frames_free(f);
     }
     CHECK(ib_live_allocations() == base);
 }
@@ -175,6 +193,210 @@ static void test_model(void)
     CHECK(ib_live_allocations() == base);
 }
 
+static void test_tensor(void)
+{
+    long base = ib_live_allocations();
+    double ***t = ib_tensor_new(2, 3, 4);
+    size_t i, j, k;
+    int zeros = 1;
+    CHECK(t != NULL);
+    if (t == NULL)
+        return;
+    CHECK(ib_live_allocations() == base + 3); /* table + row pointers + one data block */
+    CHECK(t[1] == t[0] + 3);                  /* row pointers back to back */
+    for (i = 0; i < 2; i++)
+        for (j = 0; j < 3; j++)
+            CHECK(t[i][j] == t[0][0] + (i * 3 + j) * 4); /* data back to back */
+    for (i = 0; i < 2; i++)
+        for (j = 0; j < 3; j++)
+            for (k = 0; k < 4; k++)
+                if (t[i][j][k] != 0.0)
+                    zeros = 0;
+    CHECK(zeros);
+    CHECK(ib_tensor_sum((const double *const *const *)t, 2, 3, 4) == 0.0);
+    CHECK(ib_tensor_fill_index(t, 2, 3, 4) == IB_OK);
+    CHECK(t[0][0][0] == 0.0);
+    CHECK(t[1][2][3] == 10203.0);
+    CHECK(t[0][1][2] == 102.0);
+    CHECK(t[0][0][23] == 10203.0); /* (1 * 3 + 2) * 4 + 3: the last element */
+    /* 10000 * 1 * 12 + 100 * (0 + 1 + 2) * 8 + (0 + 1 + 2 + 3) * 6 */
+    CHECK(ib_tensor_sum((const double *const *const *)t, 2, 3, 4) == 122436.0);
+    CHECK(ib_tensor_sum((const double *const *const *)t, 1, 3, 4) == 1218.0); /* sub-box */
+    CHECK(ib_tensor_sum((const double *const *const *)t, 2, 3, 0) == 0.0);
+    CHECK(ib_tensor_sum(NULL, 0, 3, 4) == 0.0);
+
+    /* Zero dimensions: nothing to do, NULL is fine. */
+    CHECK(ib_tensor_fill_index(NULL, 0, 3, 4) == IB_OK);
+    CHECK(ib_tensor_fill_index(NULL, 2, 0, 4) == IB_OK);
+    CHECK(ib_tensor_fill_index(NULL, 2, 3, 0) == IB_OK);
+    CHECK(ib_tensor_fill_index(NULL, 2, 3, 4) == IB_EINVAL);
+
+    /* A NULL inner pointer anywhere: IB_EINVAL and nothing written. */
+    t[0][0][0] = -1.0;
+    {
+        double **saved_row = t[1];
+        t[1] = NULL;
+        CHECK(ib_tensor_fill_index(t, 2, 3, 4) == IB_EINVAL);
+        t[1] = saved_row;
+    }
+    CHECK(t[0][0][0] == -1.0);
+    {
+        double *saved = t[1][2];
+        t[1][2] = NULL; /* the very last t[i][j] */
+        CHECK(ib_tensor_fill_index(t, 2, 3, 4) == IB_EINVAL);
+        t[1][2] = saved;
+    }
+    CHECK(t[0][0][0] == -1.0);
+    CHECK(ib_tensor_fill_index(t, 2, 3, 4) == IB_OK);
+    CHECK(t[0][0][0] == 0.0);
+
+    ib_tensor_free(t);
+    ib_tensor_free(NULL);
+    CHECK(ib_live_allocations() == base);
+
+    CHECK(ib_tensor_new(0, 3, 4) == NULL);
+    CHECK(ib_tensor_new(2, 0, 4) == NULL);
+    CHECK(ib_tensor_new(2, 3, 0) == NULL);
+    CHECK(ib_tensor_new((size_t)-1, 2, 1) == NULL);          /* n0 * n1 overflows */
+    CHECK(ib_tensor_new(2, (size_t)-1 / 2, 3) == NULL);      /* n0 * n1 * n2 overflows */
+    CHECK(ib_tensor_new(1, 1, (size_t)-1) == NULL);          /* bytes overflow (3rd alloc) */
+    CHECK(ib_tensor_new((size_t)-1 / 4, 1, 1) == NULL);      /* bytes overflow (1st alloc) */
+    CHECK(ib_live_allocations() == base);
+}
+
+static void test_tensor_foreign(void)
+{
+    /* A double *** not from ib_tensor_new: separate, non-contiguous rows on the stack. */
+    double d00[2], d01[2], d02[2], d10[2], d11[2], d12[2];
+    double *r0[3], *r1[3];
+    double **t[2];
+    r0[0] = d00;
+    r0[1] = d01;
+    r0[2] = d02;
+    r1[0] = d10;
+    r1[1] = d11;
+    r1[2] = d12;
+    t[0] = r0;
+    t[1] = r1;
+    d00[0] = 7.0;
+    r1[1] = NULL;
+    CHECK(ib_tensor_fill_index(t, 2, 3, 2) == IB_EINVAL);
+    CHECK(d00[0] == 7.0); /* untouched on error */
+    CHECK(ib_tensor_fill_index(t, 1, 3, 2) == IB_OK); /* only t[0] is looked at */
+    CHECK(d00[0] == 0.0 && d02[1] == 201.0);
+    r1[1] = d11;
+    CHECK(ib_tensor_fill_index(t, 2, 3, 2) == IB_OK);
+    CHECK(d10[0] == 10000.0 && d11[1] == 10101.0 && d12[1] == 10201.0);
+    /* 10000 * 6 + 100 * (0 + 1 + 2) * 4 + (0 + 1) * 6 */
+    CHECK(ib_tensor_sum((const double *const *const *)t, 2, 3, 2) == 61206.0);
+}
+
+static void test_frames(void)
+{
+    long base = ib_live_allocations();
+    unsigned char **f = ib_frames_new(3, 2, 2);
+    unsigned char out[4] = {9, 9, 9, 9};
+    size_t i;
+    int zeros = 1;
+    CHECK(f != NULL);
+    if (f == NULL)
+        return;
+    CHECK(ib_live_allocations() == base + 2); /* table + one data block */
+    CHECK(f[1] == f[0] + 4 && f[2] == f[0] + 8);
+    for (i = 0; i < 12; i++)
+        if (f[0][i] != 0)
+            zeros = 0;
+    CHECK(zeros);
+
+    /* Pixel by pixel over the 3 frames: {0, 0, 1}, {0, 1, 1}, {255, 255, 255}, {10, 20, 31}. */
+    f[2][0] = 1;
+    f[1][1] = 1;
+    f[2][1] = 1;
+    f[0][2] = 255;
+    f[1][2] = 255;
+    f[2][2] = 255;
+    f[0][3] = 10;
+    f[1][3] = 20;
+    f[2][3] = 31;
+    CHECK(ib_frames_mean((const unsigned char *const *)f, 3, 2, 2, out) == IB_OK);
+    CHECK(out[0] == 0);   /* (1 + 1) / 3 */
+    CHECK(out[1] == 1);   /* (2 + 1) / 3 */
+    CHECK(out[2] == 255); /* no overflow of the 8-bit result */
+    CHECK(out[3] == 20);  /* (61 + 1) / 3 */
+    CHECK(ib_frames_mean((const unsigned char *const *)f, 1, 2, 2, out) == IB_OK);
+    CHECK(out[0] == 0 && out[2] == 255 && out[3] == 10); /* one frame: a copy */
+    /* Frames 1 and 2, {0, 1, 255, 20} and {1, 1, 255, 31}: halves round up. */
+    CHECK(ib_frames_mean((const unsigned char *const *)f + 1, 2, 2, 2, out) == IB_OK);
+    CHECK(out[0] == 1 && out[1] == 1 && out[2] == 255 && out[3] == 26);
+
+    /* Errors: nothing written. */
+    out[0] = 9;
+    CHECK(ib_frames_mean((const unsigned char *const *)f, 0, 2, 2, out) == IB_EINVAL);
+    CHECK(ib_frames_mean((const unsigned char *const *)f, 0, 0, 0, out) == IB_EINVAL);
+    CHECK(ib_frames_mean(NULL, 3, 2, 2, out) == IB_EINVAL);
+    CHECK(ib_frames_mean((const unsigned char *const *)f, 3, 2, 2, NULL) == IB_EINVAL);
+    CHECK(ib_frames_mean((const unsigned char *const *)f, 3, (size_t)-1, 2, out) == IB_EINVAL);
+    {
+        unsigned char *saved = f[2];
+        f[2] = NULL;
+        CHECK(ib_frames_mean((const unsigned char *const *)f, 3, 2, 2, out) == IB_EINVAL);
+        CHECK(ib_frames_add(f, 3, 2, 2, 1) == IB_EINVAL);
+        f[2] = saved;
+    }
+    CHECK(out[0] == 9);
+    CHECK(f[0][0] == 0 && f[0][3] == 10); /* untouched on error */
+    /* Empty frames: nothing to do, NULL is fine (as long as count > 0). */
+    CHECK(ib_frames_mean(NULL, 3, 0, 2, NULL) == IB_OK);
+    CHECK(ib_frames_mean(NULL, 3, 2, 0, NULL) == IB_OK);
+
+    /* Saturating add. */
+    CHECK(ib_frames_add(f, 3, 2, 2, 100) == IB_OK);
+    CHECK(f[0][0] == 100 && f[0][2] == 255 && f[0][3] == 110 && f[2][3] == 131);
+    CHECK(ib_frames_add(f, 3, 2, 2, -105) == IB_OK);
+    CHECK(f[0][0] == 0 && f[0][2] == 150 && f[0][3] == 5 && f[2][3] == 26);
+    CHECK(ib_frames_add(f, 3, 2, 2, 0) == IB_OK);
+    CHECK(f[0][2] == 150 && f[2][3] == 26);
+    CHECK(ib_frames_add(f, 1, 2, 2, INT_MAX) == IB_OK); /* first frame only, no int overflow */
+    CHECK(f[0][0] == 255 && f[0][3] == 255 && f[1][3] == 15);
+    CHECK(ib_frames_add(f, 3, 2, 2, INT_MIN) == IB_OK);
+    zeros = 1;
+    for (i = 0; i < 12; i++)
+        if (f[0][i] != 0)
+            zeros = 0;
+    CHECK(zeros);
+    CHECK(ib_frames_add(NULL, 0, 2, 2, 1) == IB_OK); /* count 0: nothing to do */
+    CHECK(ib_frames_add(NULL, 3, 0, 2, 1) == IB_OK);
+    CHECK(ib_frames_add(NULL, 3, 2, 2, 1) == IB_EINVAL);
+    CHECK(ib_frames_add(f, 3, (size_t)-1, 2, 1) == IB_EINVAL);
+
+    ib_frames_free(f);
+    ib_frames_free(NULL);
+    CHECK(ib_live_allocations() == base);
+
+    CHECK(ib_frames_new(0, 2, 2) == NULL);
+    CHECK(ib_frames_new(3, 0, 2) == NULL);
+    CHECK(ib_frames_new(3, 2, 0) == NULL);
+    CHECK(ib_frames_new(1, (size_t)-1, 2) == NULL);     /* height * width overflows */
+    CHECK(ib_frames_new(3, (size_t)-1 / 2, 1) == NULL); /* count * height * width overflows */
+    CHECK(ib_frames_new((size_t)-1, 1, 1) == NULL);     /* the table's bytes overflow */
+    CHECK(ib_live_allocations() == base);
+}
+
+static void test_frames_foreign(void)
+{
+    /* Frames not from ib_frames_new, each a separate 1 x 3 array; out aliases a frame. */
+    unsigned char a[3] = {0, 100, 250}, b[3] = {3, 101, 255}, c[3] = {4, 0, 255};
+    unsigned char *frames[3];
+    frames[0] = a;
+    frames[1] = b;
+    frames[2] = c;
+    CHECK(ib_frames_mean((const unsigned char *const *)frames, 3, 1, 3, a) == IB_OK);
+    CHECK(a[0] == 2 && a[1] == 67 && a[2] == 253); /* (7 + 1) / 3, (201 + 1) / 3, (760 + 1) / 3 */
+    CHECK(b[0] == 3 && c[2] == 255);               /* the other frames only read */
+    CHECK(ib_frames_add(frames + 1, 2, 3, 1, 1) == IB_OK); /* 3 x 1 works as well as 1 x 3 */
+    CHECK(b[0] == 4 && b[2] == 255 && c[1] == 1 && a[0] == 2);
+}
+
 int main(void)
 {
     test_matrix();
@@ -184,6 +406,10 @@ int main(void)
     test_image_rgb_to_gray();
     test_confusion();
     test_model();
+    test_tensor();
+    test_tensor_foreign();
+    test_frames();
+    test_frames_foreign();
     CHECK(ib_live_allocations() == 0);
     if (failures) {
         fprintf(stderr, "test_clib: %d check(s) failed\n", failures);
