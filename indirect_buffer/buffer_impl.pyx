@@ -12,9 +12,10 @@ from cpython.buffer cimport (
     PyObject_CheckBuffer,
     PyObject_GetBuffer,
 )
-from cpython.mem cimport PyMem_Calloc, PyMem_Free
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject, PyTypeObject, traverseproc
 from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memmove, strcmp
@@ -47,6 +48,7 @@ include "copy_engine.pxi"
 include "memory.pxi"
 include "export.pxi"
 include "pinned.pxi"
+include "ndarray_export.pxi"
 include "held_buffers.pxi"
 include "views.pxi"
 include "collection.pxi"

@@ -77,45 +77,47 @@ cdef int _acquire_rows(BufferCollection2D self, _HeldBuffers held, Py_ssize_t co
     cdef Py_buffer* view
     cdef bint readonly = False
     cdef bint back_to_back = True
+    cdef char* expect_next = NULL
     # Compared with strcmp first: the canonical comparison only runs when two rows spell
-    # their format differently (keeps the per-row cost near GetBuffer's).
+    # their format differently (keeps the per-row cost near the export's).
     cdef const char* expected_c = NULL
     cdef const char* row_c
     if expected_fmt is not None:
         expected_c = <bytes>expected_fmt
-    # NumPy builds a new format string at every PyBUF_FORMAT export of a fresh array (most of
-    # a row's cost). A row of exactly the same dtype object as a checked earlier row has the
-    # same format: ask it for none and use the checked one (paid once per dtype, not per row).
-    ndarray = _numpy_ndarray_type()
-    checked_dtype = None
-    cdef bint same_dtype
     for i in range(n):
-        obj = objs[i]
-        if not PyObject_CheckBuffer(obj):
-            raise TypeError(f"row {i} is not a buffer: {type(obj).__name__}")
+        obj = <object>PyTuple_GET_ITEM(objs, i)
         view = &held.views[i]
-        same_dtype = checked_dtype is not None and type(obj) is ndarray and \
-            obj.dtype is checked_dtype
-        PyObject_GetBuffer(obj, view, (PyBUF_FULL_RO & ~PyBUF_FORMAT) if same_dtype
-                           else PyBUF_FULL_RO)
+        # NumPy rows of a dtype seen before are read without NumPy's export (most of a row's
+        # cost otherwise; see ndarray_export.pxi); the checks below are the same for all.
+        if not _export_ndarray(obj, view):
+            if not PyObject_CheckBuffer(obj):
+                raise TypeError(f"row {i} is not a buffer: {type(obj).__name__}")
+            PyObject_GetBuffer(obj, view, PyBUF_FULL_RO)
+            held.count = i + 1
+            _learn_descr(obj, view)
+            if view.suboffsets != NULL:
+                for k in range(view.ndim):
+                    if view.suboffsets[k] >= 0:
+                        raise BufferError(f"row {i} is an indirect buffer")
+            _check_exported_format(view, i)
+            _check_extent(view, i)
         held.count = i + 1
-        row_c = expected_c if same_dtype else _format_of(view)
-        if view.suboffsets != NULL:
-            for k in range(view.ndim):
-                if view.suboffsets[k] >= 0:
-                    raise BufferError(f"row {i} is an indirect buffer")
         if not unravel and view.ndim != 1:
             raise BufferError(f"row {i} is {view.ndim}-D, expected 1-D (pass unravel=True "
                               "to read C-contiguous buffers as flat rows)")
         if not _is_c_contiguous(view):
             raise BufferError(f"row {i} is not C-contiguous")
-        _check_exported_format(view, i)
+        # Used up: for an array read directly they point into it (see _export_ndarray).
+        view.shape = view.strides = NULL
+        row_c = _format_of(view)
         count = view.len // view.itemsize
         if expected_c == NULL:
+            # The first row's own format string: it lives as long as the row is held, and
+            # rows read through the same cached dtype then compare by pointer.
             expected_fmt, expected_itemsize = <bytes>row_c, view.itemsize
-            expected_c = <bytes>expected_fmt
+            expected_c = row_c
         elif view.itemsize != expected_itemsize or (
-                strcmp(row_c, expected_c) != 0
+                row_c != expected_c and strcmp(row_c, expected_c) != 0
                 and _canonical_format(<bytes>row_c) != _canonical_format(expected_fmt)):
             got = (<bytes>row_c).decode("ascii", "replace")
             raise BufferError(f"row {i} has format {got!r} (itemsize {view.itemsize}), "
@@ -125,15 +127,12 @@ cdef int _acquire_rows(BufferCollection2D self, _HeldBuffers held, Py_ssize_t co
             columns = count
         elif count != columns:
             raise BufferError(f"row {i} has {count} elements, expected {columns}")
-        if checked_dtype is None and ndarray is not None and type(obj) is ndarray:
-            dtype = obj.dtype
-            if dtype.fields is None:  # structured dtypes can rename fields: always ask those
-                checked_dtype = dtype
         if view.readonly:
             readonly = True
         self.owned_table[i] = view.buf
-        if i > 0 and <char*>view.buf != <char*>self.owned_table[0] + i * count * view.itemsize:
+        if <char*>view.buf != expect_next and i > 0:
             back_to_back = False
+        expect_next = <char*>view.buf + count * view.itemsize
     self._init_layout(self.owned_table, n, columns, expected_fmt, expected_itemsize,
                       readonly, 0, held)
     self.layout_trusted = back_to_back
@@ -152,3 +151,20 @@ cdef bint _is_c_contiguous(Py_buffer* view):
             return False
         expected *= view.shape[k]
     return True
+
+
+cdef int _check_extent(const Py_buffer* view, Py_ssize_t row) except -1:
+    """A row's len must be what its shape says (the count of elements is taken from it)."""
+    cdef Py_ssize_t k, n = view.itemsize
+    if view.ndim < 0 or view.ndim > _MAX_NDIM or (view.shape == NULL and view.strides != NULL):
+        raise BufferError(f"row {row} is a malformed buffer (ndim {view.ndim}, shape "
+                          f"{'NULL' if view.shape == NULL else 'set'})")
+    if view.shape != NULL:
+        for k in range(view.ndim):
+            if view.shape[k] < 0 or (view.shape[k] != 0 and n > PY_SSIZE_T_MAX // view.shape[k]):
+                raise BufferError(f"row {row} has a bad shape (dimension {k}: "
+                                  f"{view.shape[k]})")
+            n *= view.shape[k]
+        if n != view.len:
+            raise BufferError(f"row {row} reports len {view.len}, but its shape holds {n} bytes")
+    return 0

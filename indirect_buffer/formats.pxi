@@ -181,3 +181,17 @@ cdef str _native_format(str fmt):
         return fmt[1]
     return fmt
 
+
+
+# The last format _format_bytes made: a row view or collection of one dtype reuses it.
+cdef bytes _last_format_bytes = b"B"
+
+
+cdef bytes _format_bytes(const char* fmt):
+    """An exporter's format as bytes (NULL means "B"), without a new object for a repeat."""
+    global _last_format_bytes
+    if fmt == NULL:
+        fmt = _FMT_B
+    if strcmp(fmt, <const char*>_last_format_bytes) != 0:
+        _last_format_bytes = <bytes>fmt
+    return _last_format_bytes

@@ -13,9 +13,13 @@ cdef extern from *:
     /* tp_traverse without Cython's exception check on the visitor's result. */
     typedef int (*ib_visitproc)(PyObject *, void *);
     typedef int (*ib_traverseproc)(PyObject *, ib_visitproc, void *);
+    /* Room for one Py_buffer that Cython sees as opaque (see _HeldBuffers.one). */
+    typedef struct { Py_buffer view; } ib_buffer_slot;
     """
     ctypedef int (*_visitproc "ib_visitproc")(PyObject*, void*) noexcept
     ctypedef int (*_traverseproc "ib_traverseproc")(PyObject*, _visitproc, void*) noexcept
+    ctypedef struct _BufferSlot "ib_buffer_slot":
+        pass
 
 
 @cython.no_gc_clear  # the buffers go back at deallocation or release_all(), never half-way
@@ -23,9 +27,11 @@ cdef extern from *:
 @cython.auto_pickle(False)
 cdef class _HeldBuffers:
     """Py_buffers acquired from other objects: a collection's rows, a row view's source."""
-    # An array from PyMem_Calloc (never a Py_buffer field: Cython would see its obj as a
-    # field of ours and let the garbage collector count that reference twice).
+    # Never a Py_buffer field: Cython would see its obj as a field of ours and let the garbage
+    # collector count that reference twice. views is `one` for a single buffer (a row view:
+    # no allocation), else an array from PyMem_Malloc.
     cdef Py_buffer* views
+    cdef _BufferSlot one
     cdef Py_ssize_t count  # acquired so far
     cdef tuple rows        # the objects asked (a collection's rows), or None
 
@@ -34,7 +40,12 @@ cdef class _HeldBuffers:
 
     cdef int alloc(self, Py_ssize_t n) except -1:
         """Room for n buffers (none acquired yet)."""
-        self.views = <Py_buffer*>PyMem_Calloc(n if n > 0 else 1, sizeof(Py_buffer))
+        if n <= 1:
+            self.views = <Py_buffer*>&self.one
+            return 0
+        if <size_t>n > PY_SSIZE_T_MAX // sizeof(Py_buffer):
+            raise MemoryError(f"cannot allocate room for {n} buffers")
+        self.views = <Py_buffer*>PyMem_Malloc(n * sizeof(Py_buffer))
         if self.views == NULL:
             raise MemoryError(f"cannot allocate room for {n} buffers")
         return 0
@@ -48,8 +59,9 @@ cdef class _HeldBuffers:
         if views == NULL:
             return
         for i in range(n):
-            PyBuffer_Release(&views[i])
-        PyMem_Free(views)
+            _release_held(&views[i])
+        if views != <Py_buffer*>&self.one:
+            PyMem_Free(views)
 
     def __dealloc__(self):
         self.release_all()

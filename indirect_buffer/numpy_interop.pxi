@@ -28,19 +28,6 @@ cdef object _numpy_dtype(object np, bytes fmt, Py_ssize_t itemsize):
     return dt
 
 
-cdef object _ndarray_type = None
-
-
-cdef object _numpy_ndarray_type():
-    """numpy.ndarray if NumPy is imported (never imports it), else None."""
-    global _ndarray_type
-    if _ndarray_type is None:
-        np = sys.modules.get("numpy")
-        if np is not None:
-            _ndarray_type = getattr(np, "ndarray", None)
-    return _ndarray_type
-
-
 cdef object _import_numpy(str what):
     try:
         import numpy

@@ -11,7 +11,12 @@ cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint column
     # only once the view is unreachable.
     cdef _HeldBuffers held = _HeldBuffers.__new__(_HeldBuffers)
     held.alloc(1)
-    PyObject_GetBuffer(source, held.views, PyBUF_FULL_RO)
+    # An exact NumPy array of a dtype seen before is read without NumPy's export (see
+    # ndarray_export.pxi): the checks below are the same.
+    if not _export_ndarray(source, held.views):
+        PyObject_GetBuffer(source, held.views, PyBUF_FULL_RO)
+        held.count = 1
+        _learn_descr(source, held.views)
     held.count = 1
     cdef Py_buffer* view = held.views
     # NULL shape or strides (ctypes leaves strides NULL): C-contiguous, spelled out here.
@@ -81,7 +86,7 @@ cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint column
         raise BufferError(f"{what} of the source are not contiguous: element stride "
                           f"{elem_stride}, itemsize {view.itemsize}")
     # The exporter vouches for format and itemsize (NumPy's 'Zd' is not a struct format).
-    fmt = b"B" if view.format == NULL else <bytes>view.format
+    fmt = _format_bytes(view.format)
     cdef void** table = <void**>malloc((lines if lines > 0 else 1) * sizeof(void*))
     if table == NULL:
         raise MemoryError(f"cannot allocate a table of {lines} row pointers")
@@ -97,6 +102,8 @@ cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint column
                 raise ValueError(f"row {i} of the source's pointer table is NULL")
             p += line_sub
         table[i] = p
+    # Used up: for an array read directly they point into it (see _export_ndarray).
+    view.shape = view.strides = NULL
     cdef IndirectMemory2D self = IndirectMemory2D.__new__(IndirectMemory2D)
     self.owned_table = table  # freed by self; the data belongs to source (held in held)
     self._init_layout(table, lines, length, fmt, view.itemsize, readonly, 0, held)
