@@ -1,12 +1,12 @@
-"""indirect_buffer: exchange indirect 2-D memory (T**, a table of row pointers) with C.
+"""indirect_buffer: exchange indirect memory (T**, T***: tables of pointers) with C.
 
 IndirectMemory2D exports owned, borrowed or nanny-managed T** memory through the buffer
 protocol (shape, strides and suboffsets); BufferCollection2D views equal-length buffers as one
-T** without copying.
+T** without copying; IndirectMemory is the N-D case (pointer tables at chosen dimensions).
 """
 
 try:
-    from .buffer_impl import BufferCollection2D, IndirectMemory2D, as_indirect
+    from .buffer_impl import BufferCollection2D, IndirectMemory, IndirectMemory2D, as_indirect
 except ModuleNotFoundError as exc:
     # Only our own compiled module missing gets the explanation; anything else is re-raised.
     if exc.name != f"{__name__}.buffer_impl":
@@ -27,4 +27,12 @@ except ModuleNotFoundError as exc:
 
 __version__ = "0.2.0"
 
-__all__ = ["BufferCollection2D", "IndirectMemory2D", "__version__", "as_indirect"]
+__all__ = ["BufferCollection2D", "IndirectMemory", "IndirectMemory2D", "__version__",
+           "as_indirect", "get_include"]
+
+
+def get_include():
+    """The directory holding the C API headers (indirect_buffer.h), for a compiler's -I."""
+    import os
+
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")

@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""IndirectMemory2D and BufferCollection2D: T** memory exported through the buffer protocol.
+"""IndirectMemory (N-D), IndirectMemory2D (T**) and BufferCollection2D: indirect memory
+exported through the buffer protocol.
 
 One extension module, one topic per included file (found by its name).
 """
@@ -18,7 +19,7 @@ from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcpy, memmove, strcmp
+from libc.string cimport memcpy, memmove, memset, strcmp
 
 import math
 import operator
@@ -45,7 +46,10 @@ _ADDRESS_LIMIT = 1 << (8 * struct.calcsize("P"))
 
 include "formats.pxi"
 include "copy_engine.pxi"
+include "addresses.pxi"
+include "layout.pxi"
 include "memory.pxi"
+include "memory2d.pxi"
 include "export.pxi"
 include "pinned.pxi"
 include "ndarray_export.pxi"
@@ -68,6 +72,7 @@ cdef void _refuse_python_subclasses(type tp) noexcept:
     (<PyTypeObject*>tp).tp_flags &= ~Py_TPFLAGS_BASETYPE
 
 
+_refuse_python_subclasses(IndirectMemory)
 _refuse_python_subclasses(IndirectMemory2D)
 _refuse_python_subclasses(BufferCollection2D)
 _install_held_buffers_traverse()

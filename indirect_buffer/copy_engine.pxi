@@ -183,7 +183,7 @@ cdef bint _rows_back_to_back(const Py_buffer* v, _Side* s) noexcept nogil:
 cdef void _prepare(const Py_buffer* v, int depth, bint trusted, _Side* s) noexcept nogil:
     """Runs, extents, contiguity and NULL pointers of a buffer with at least one element.
 
-    trusted: an IndirectMemory2D whose rows are known to lie back to back.
+    trusted: an IndirectMemory whose elements are known to lie in one block in C order.
     """
     cdef int d, status
     cdef Py_ssize_t k = v.itemsize, last = v.ndim - 1
@@ -203,9 +203,12 @@ cdef void _prepare(const Py_buffer* v, int depth, bint trusted, _Side* s) noexce
         _direct_extent(v, s)
         return
     if trusted:
-        s.first = (<char**>v.buf)[0] + v.suboffsets[0]
-        s.lo, s.hi = s.first, s.first + v.shape[0] * v.shape[1] * k
-        s.plo, s.phi = <char*>v.buf, <char*>v.buf + v.shape[0] * sizeof(void*)
+        # Owned memory (or a row view of a C-ordered array): the elements are one block in C
+        # order, so only the way to the first one is walked.
+        _walk_start(&w, v, last)
+        s.first = _run(&w)
+        s.lo, s.hi = s.first, s.first + s.runs * s.run_len * k
+        s.plo, s.phi = w.plo, w.phi
         s.block = True
         return
     if _rows_back_to_back(v, s):
@@ -256,13 +259,20 @@ cdef int _take_starts(_Side* s) except -1:
 cdef int _check_no_null(const _Side* s, str what) except -1:
     """ValueError for a NULL pointer met while preparing a side (C code re-pointed a row or
     an element to NULL after the memory was wrapped, or a foreign exporter holds one)."""
-    if s.null_dim < 0:
-        return 0
-    if s.null_dim == 0:
-        raise ValueError(f"row {s.null_idx[0]} of the {what}'s pointer table is NULL")
-    index = ", ".join([str(s.null_idx[d]) for d in range(s.null_dim + 1)])
-    raise ValueError(f"element ({index}) of the {what} is behind a NULL pointer "
-                     f"(in dimension {s.null_dim})")
+    if s.null_dim >= 0:
+        _raise_null(s.null_dim, s.null_idx, what)
+    return 0
+
+
+cdef int _raise_null(int dim, const Py_ssize_t* idx, str what) except -1:
+    """ValueError naming the NULL pointer met at idx[0..dim] (what: "source", "destination",
+    or None for the memory being wrapped)."""
+    table = "the pointer table" if what is None else f"the {what}'s pointer table"
+    if dim == 0:
+        raise ValueError(f"row {idx[0]} of {table} is NULL")
+    index = ", ".join([str(idx[d]) for d in range(dim + 1)])
+    raise ValueError(f"element ({index}) of {'the memory' if what is None else 'the ' + what} "
+                     f"is behind a NULL pointer (in dimension {dim})")
 
 
 # -- the copy ------------------------------------------------------------------------------------
@@ -382,18 +392,23 @@ cdef int _copy_buffers(Py_buffer* src, Py_buffer* dst, bint src_trusted,
 
 cdef str _describe(Py_buffer* view):
     fmt = "B" if view.format == NULL else view.format.decode("ascii", "replace")
-    shape = tuple(view.shape[i] for i in range(view.ndim)) if view.shape != NULL else ()
+    shape = tuple([view.shape[i] for i in range(min(view.ndim, _MAX_NDIM))]) \
+        if view.shape != NULL else ()
     return f"shape {shape} format {fmt!r}"
 
 
 cdef int _check_copy_compatible(Py_buffer* src, Py_buffer* dst, bint cast) except -1:
-    """Both buffers are 2-D with a shape and usable formats, and hold the same elements."""
-    if src.ndim != 2 or dst.ndim != 2 or src.shape == NULL or dst.shape == NULL:
-        raise BufferError(f"copy needs 2-D buffers: source {_describe(src)}, "
+    """Both buffers have the same shape (at least 1-D, with strides) and usable formats, and
+    hold the same elements."""
+    cdef int d
+    if src.ndim < 1 or src.ndim > _MAX_NDIM or dst.ndim != src.ndim or src.shape == NULL \
+            or dst.shape == NULL or src.strides == NULL or dst.strides == NULL:
+        raise BufferError(f"copy needs buffers of the same dimensions: source {_describe(src)}, "
                           f"destination {_describe(dst)}")
-    if src.shape[0] != dst.shape[0] or src.shape[1] != dst.shape[1] or src.shape[0] < 0 \
-            or src.shape[1] < 0:
-        raise BufferError(f"shape mismatch: source {_describe(src)}, destination {_describe(dst)}")
+    for d in range(src.ndim):
+        if src.shape[d] != dst.shape[d] or src.shape[d] < 0:
+            raise BufferError(f"shape mismatch: source {_describe(src)}, "
+                              f"destination {_describe(dst)}")
     _check_exported_format(src, -1)
     _check_exported_format(dst, -2)
     cdef const char* sc = _format_of(src)
@@ -414,7 +429,7 @@ cdef int _check_copy_compatible(Py_buffer* src, Py_buffer* dst, bint cast) excep
 
 
 cdef bint _trusted(object obj):
-    return isinstance(obj, IndirectMemory2D) and (<IndirectMemory2D>obj).layout_trusted
+    return isinstance(obj, IndirectMemory) and (<IndirectMemory>obj).layout_trusted
 
 
 cdef inline void _c_strides(Py_buffer* view, Py_ssize_t* storage) noexcept:
@@ -437,8 +452,8 @@ cdef int _copy_between(object src, object dst, bint cast) except -1:
     cdef Py_ssize_t sstrides[_MAX_NDIM]
     cdef Py_ssize_t dstrides[_MAX_NDIM]
     for obj in (src, dst):
-        if isinstance(obj, IndirectMemory2D):
-            (<IndirectMemory2D>obj)._check_alive()
+        if isinstance(obj, IndirectMemory):
+            (<IndirectMemory>obj)._check_alive()
     _acquire(src, &sview, PyBUF_FULL_RO)
     try:
         try:

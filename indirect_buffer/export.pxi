@@ -1,6 +1,7 @@
-# Buffer export: the only code that fills a Py_buffer, for the T** of an IndirectMemory2D and
-# for direct_view()'s C-contiguous block. Each answers every PEP 3118 request as CPython's own
-# exporters do (_testbuffer's PIL-style ndarray, and memoryview).
+# Buffer export: the only code that fills a Py_buffer, for the indirect memory of an
+# IndirectMemory (the T** of an IndirectMemory2D) and for direct_view()'s C-contiguous block.
+# Each answers every PEP 3118 request as CPython's own exporters do (_testbuffer's PIL-style
+# ndarray, and memoryview).
 
 cdef extern from *:
     """
@@ -13,37 +14,37 @@ cdef extern from *:
     void _set_view_obj "ib_set_view_obj"(Py_buffer* view, object obj)
 
 
-cdef int _export_indirect(IndirectMemory2D mem, Py_buffer* buffer, int flags,
+cdef int _export_indirect(IndirectMemory mem, Py_buffer* buffer, int flags,
                           bint internal) except -1:
-    """Fill everything but buffer.obj with mem's T** geometry and count one export.
+    """Fill everything but buffer.obj with mem's geometry and count one export.
 
     internal: this module's own short-lived export (a copy), which does not hand the table
     to anybody, so mem.layout_trusted survives it.
     """
     mem._check_alive()
     if (flags & _INDIRECT_FLAGS) != _INDIRECT_FLAGS:
-        raise BufferError(f"{type(mem).__name__} is an indirect (T**) buffer: the consumer "
-                          "must request PyBUF_INDIRECT")
+        raise BufferError(f"{type(mem).__name__} is an indirect ({_layout_text(mem)}) buffer: "
+                          "the consumer must request PyBUF_INDIRECT")
     if flags & _CONTIGUITY_BITS:
-        raise BufferError(f"{type(mem).__name__} is an indirect (T**) buffer and cannot be "
-                          "exported as contiguous")
+        raise BufferError(f"{type(mem).__name__} is an indirect ({_layout_text(mem)}) buffer "
+                          "and cannot be exported as contiguous")
     if (flags & PyBUF_WRITABLE) and mem.readonly_:
         raise BufferError(f"{type(mem).__name__} is read-only")
-    # buf: the row-pointer table; element (i, j) is *(char**)(buf + i*strides[0])
-    #      + suboffsets[0] + j*strides[1].
+    # buf: the root pointer table; for a T**, element (i, j) is
+    #      *(char**)(buf + i*strides[0]) + suboffsets[0] + j*strides[1].
     buffer.buf = <void*>mem.table
-    # len: bytes of element data (not of the table), as for any N-D buffer.
-    buffer.len = mem.shape_[0] * mem.shape_[1] * mem.itemsize_
+    # len: bytes of element data (not of the tables), as for any N-D buffer.
+    buffer.len = _nd_bytes(mem.ndim_, mem.shape_, mem.itemsize_)
     buffer.readonly = mem.readonly_
     buffer.itemsize = mem.itemsize_
     # format may be NULL ("B") only when the consumer did not ask for it.
     buffer.format = <char*>mem.format_ if (flags & PyBUF_FORMAT) else NULL
     # PyBUF_INDIRECT includes PyBUF_STRIDES and PyBUF_ND: all three arrays are always given.
-    buffer.ndim = 2
+    buffer.ndim = mem.ndim_
     # shape/strides/suboffsets live in mem and are frozen while exported.
     buffer.shape = mem.shape_
     buffer.strides = mem.strides_
-    # suboffsets[0] >= 0: dereference after stepping over rows; -1: columns are direct.
+    # suboffsets[d] >= 0: dereference after stepping over dimension d; -1: direct.
     buffer.suboffsets = mem.suboffsets_
     buffer.internal = NULL
     if not internal:
@@ -55,69 +56,88 @@ cdef int _export_indirect(IndirectMemory2D mem, Py_buffer* buffer, int flags,
 cdef int _acquire(object obj, Py_buffer* view, int flags) except -1:
     """Acquire obj's buffer for this module's own use (copies).
 
-    An IndirectMemory2D answers from its own state, never through a hook, so a fast path that
+    An IndirectMemory answers from its own state, never through a hook, so a fast path that
     trusts that state (layout_trusted) acts on the very geometry it was decided from.
     """
-    if isinstance(obj, IndirectMemory2D):
-        _export_indirect(<IndirectMemory2D>obj, view, flags, True)
+    if isinstance(obj, IndirectMemory):
+        _export_indirect(<IndirectMemory>obj, view, flags, True)
         _set_view_obj(view, obj)
     else:
         PyObject_GetBuffer(obj, view, flags)
     return 0
 
 
-cdef char* _first_row_of_block(IndirectMemory2D mem) except? NULL:
-    """Start of row 0 if the rows lie back to back in memory (NULL if there is no element),
-    else BufferError."""
-    cdef Py_ssize_t i, rows = mem.shape_[0], row_bytes = mem.shape_[1] * mem.itemsize_
-    cdef Py_ssize_t sub = mem.suboffsets_[0]
-    if rows == 0 or row_bytes == 0:
-        return NULL  # no element: rows may even be NULL (allowed when cols == 0)
-    if mem.table[0] == NULL:
-        raise ValueError("row 0 of the pointer table is NULL")
-    cdef char* first = <char*>mem.table[0] + sub
-    for i in range(1, 0 if mem.layout_trusted else rows):
-        if <char*>mem.table[i] + sub != first + i * row_bytes:
-            raise BufferError(f"rows are not back to back in memory (row {i} is not "
-                              f"{row_bytes} bytes after row {i - 1})")
-    return first
+cdef char* _block_start(IndirectMemory mem) except? NULL:
+    """Where the first element is if all elements lie back to back in C order (NULL if there
+    is no element), else BufferError naming the first row that does not follow."""
+    cdef Py_buffer view
+    cdef _Walker w
+    cdef int d, last = mem.ndim_ - 1
+    cdef Py_ssize_t n = 0, run_bytes = mem.shape_[last] * mem.itemsize_
+    for d in range(mem.ndim_):
+        if mem.shape_[d] == 0:
+            return NULL  # no element: pointers may even be NULL
+    _geometry_view(mem, &view)
+    if not _walk_start(&w, &view, last):
+        _raise_null(w.null_dim, w.idx, None)
+    cdef char* first = _run(&w)
+    if mem.layout_trusted:
+        return first
+    if mem.shape_[last] > 1 and mem.strides_[last] != mem.itemsize_:
+        raise BufferError(f"rows are not contiguous (element stride {mem.strides_[last]}, "
+                          f"itemsize {mem.itemsize_})")
+    while True:
+        n += 1
+        status = _walk_next(&w)
+        if status == 0:
+            return first
+        if status < 0:
+            _raise_null(w.null_dim, w.idx, None)
+        if _run(&w) != first + n * run_bytes:
+            if last == 1:
+                raise BufferError(f"rows are not back to back in memory (row {n} is not "
+                                  f"{run_bytes} bytes after row {n - 1})")
+            index = ", ".join([str(w.idx[d]) for d in range(last)])
+            raise BufferError(f"rows are not back to back in memory (the row at index "
+                              f"({index}) is not {run_bytes} bytes after the one before)")
 
 
 @cython.no_gc_clear  # __releasebuffer__ needs parent, whatever order gc clears a cycle in
 @cython.final
 @cython.auto_pickle(False)
 cdef class _DirectExport:
-    """Exports the rows of an IndirectMemory2D as one C-contiguous 2-D block."""
-    cdef IndirectMemory2D parent
+    """Exports the elements of an IndirectMemory as one C-contiguous block."""
+    cdef IndirectMemory parent
     # Geometry of the live exports; refreshed by each new export (the parent cannot change
     # shape or format while one is alive).
-    cdef Py_ssize_t shape_[2]
-    cdef Py_ssize_t strides_[2]
+    cdef Py_ssize_t shape_[IB_MAX_NDIM]
+    cdef Py_ssize_t strides_[IB_MAX_NDIM]
     cdef Py_ssize_t live  # exports of this exporter (the parent counts them too)
 
     def __init__(self, *args, **kwargs):
-        raise TypeError("direct view exporters are made by IndirectMemory2D.direct_view()")
+        raise TypeError("direct view exporters are made by IndirectMemory.direct_view()")
 
     def __getbuffer__(self, Py_buffer* buffer, int flags):
         # The rules (and their order) are memoryview's for a C-contiguous base buffer.
-        cdef IndirectMemory2D p = self.parent
+        cdef IndirectMemory p = self.parent
+        cdef int d
         if p is None:  # made with __new__, bypassing direct_view()
             raise ValueError("operation on uninitialised direct view exporter")
         p._check_alive()
         # Checked at every export: C code may have re-pointed rows since the last one.
-        cdef char* data = _first_row_of_block(p)
+        cdef char* data = _block_start(p)
         if self.live == 0:
-            self.shape_[0] = p.shape_[0]
-            self.shape_[1] = p.shape_[1]
-            self.strides_[0] = p.shape_[1] * p.itemsize_
-            self.strides_[1] = p.itemsize_
+            for d in range(p.ndim_ - 1, -1, -1):
+                self.shape_[d] = p.shape_[d]
+                self.strides_[d] = p.itemsize_ if d == p.ndim_ - 1 else \
+                    self.strides_[d + 1] * p.shape_[d + 1]
         # A view without elements still needs a non-NULL buf: point at the table itself.
         buffer.buf = data if data != NULL else <void*>p.table
-        buffer.len = p.shape_[0] * p.shape_[1] * p.itemsize_
+        buffer.len = _nd_bytes(p.ndim_, p.shape_, p.itemsize_)
         buffer.readonly = p.readonly_
         buffer.itemsize = p.itemsize_
         buffer.format = <char*>p.format_
-        buffer.ndim = 2
+        buffer.ndim = p.ndim_
         buffer.shape = self.shape_
         buffer.strides = self.strides_
         buffer.suboffsets = NULL  # a block: nothing to dereference

@@ -54,7 +54,7 @@ cdef IndirectMemory2D _copy_of_2d_buffer(object obj):
     return out
 
 
-def as_indirect(obj, format=None, bint readonly=True):
+def as_indirect(obj, format=None, bint readonly=True, indirect=None):
     """obj as an IndirectMemory2D: the same object, a zero-copy row view, or an owned copy.
 
     Accepts an IndirectMemory2D, any buffer with contiguous rows, a non-contiguous array or
@@ -63,10 +63,16 @@ def as_indirect(obj, format=None, bint readonly=True):
     for writable memory: a read-only obj is refused with BufferError rather than copied.
     Writes to a copy do not reach obj; check `result is obj` or use view_from_rows where
     they must.
+
+    indirect (a sequence of dimensions) asks for N-D memory (an IndirectMemory) with pointer
+    tables at those dimensions instead, of obj's own shape: obj itself if it already is
+    such memory, a zero-copy view_from_array, or an owned copy.
     """
     cdef IndirectMemory2D mem
     cdef Py_buffer probe
     want = None if format is None else _canonical_format(_parse_format(format)[0])
+    if indirect is not None:
+        return _as_indirect_nd(obj, format, want, readonly, indirect)
     if isinstance(obj, IndirectMemory2D):
         mem = <IndirectMemory2D>obj
         mem._check_alive()
@@ -77,12 +83,7 @@ def as_indirect(obj, format=None, bint readonly=True):
             return mem
     elif PyObject_CheckBuffer(obj):
         if not readonly:
-            PyObject_GetBuffer(obj, &probe, PyBUF_FULL_RO)
-            is_readonly = probe.readonly
-            PyBuffer_Release(&probe)
-            if is_readonly:
-                raise BufferError(f"writable memory was requested, but the "
-                                  f"{type(obj).__name__} is read-only")
+            _check_writable(obj)
         try:
             view = _view_from_lines(obj, bool(readonly), False)
         except BufferError:
@@ -102,8 +103,8 @@ def as_indirect(obj, format=None, bint readonly=True):
                     return view
                 obj = view  # converted to the wanted format below
     np = _import_numpy("as_indirect")
-    if isinstance(obj, IndirectMemory2D):
-        obj = (<IndirectMemory2D>obj).to_numpy()
+    if isinstance(obj, IndirectMemory):
+        obj = (<IndirectMemory>obj).to_numpy()
     dtype = None
     if format is not None:
         fmt_bytes, fmt_size = _parse_format(format)
@@ -125,3 +126,104 @@ def as_indirect(obj, format=None, bint readonly=True):
         out.make_read_only()
     return out
 
+
+
+cdef int _check_writable(object obj) except -1:
+    """BufferError if obj's buffer is read-only (writable memory was asked for)."""
+    cdef Py_buffer probe
+    PyObject_GetBuffer(obj, &probe, PyBUF_FULL_RO)
+    is_readonly = probe.readonly
+    PyBuffer_Release(&probe)
+    if is_readonly:
+        raise BufferError(f"writable memory was requested, but the {type(obj).__name__} is "
+                          "read-only")
+    return 0
+
+
+cdef IndirectMemory _copy_of_buffer_nd(object obj, object indirect):
+    """An owned copy of obj's buffer (any strides and suboffsets) with pointer tables at the
+    indirect dimensions, or None if it has fewer than 2 or more than IB_MAX_NDIM
+    dimensions."""
+    cdef Py_ssize_t shape[IB_MAX_NDIM]
+    cdef int d, ndim
+    source = memoryview(obj)
+    try:
+        ndim = source.ndim
+        if ndim < 2 or ndim > IB_MAX_NDIM:
+            return None
+        for d in range(ndim):
+            shape[d] = source.shape[d]
+        fmt = source.format.encode("ascii", "replace")
+        itemsize = source.itemsize
+    finally:
+        source.release()
+    out = _new_owned_nd(ndim, shape, fmt, itemsize, _parse_indirect(indirect, ndim), False)
+    out.copy_from(obj)
+    return out
+
+
+cdef IndirectMemory _as_indirect_nd(object obj, object format, object want, bint readonly,
+                                    object indirect):
+    """as_indirect(obj, format, readonly, indirect) for N-D memory (see as_indirect)."""
+    cdef IndirectMemory mem
+    cdef IndirectMemory out
+    cdef Py_ssize_t shape[IB_MAX_NDIM]
+    cdef int d
+    if isinstance(obj, IndirectMemory):
+        mem = <IndirectMemory>obj
+        mem._check_alive()
+        if not readonly and mem.readonly_:
+            raise BufferError(f"writable memory was requested, but the {type(mem).__name__} "
+                              "is read-only")
+        same_layout = _parse_indirect(indirect, mem.ndim_) == _mask_of(mem.suboffsets_,
+                                                                        mem.ndim_)
+        if want is None or want == _canonical_format(mem.format_):
+            if same_layout:
+                return mem
+            out = _new_owned_nd(mem.ndim_, mem.shape_, mem.format_, mem.itemsize_,
+                                _parse_indirect(indirect, mem.ndim_), False)
+            out.copy_from(mem)
+            if readonly:
+                out.make_read_only()
+            return out
+    elif PyObject_CheckBuffer(obj):
+        if not readonly:
+            _check_writable(obj)
+        try:
+            view = _view_nd(obj, indirect, readonly)
+        except BufferError:
+            view = None
+        if view is not None and (want is None or want == _canonical_format(view.format_)):
+            return view
+        if view is not None:
+            view.release()
+        else:
+            # Not contiguous where it must be, or itself indirect: the copy engine follows
+            # every suboffset.
+            view = _copy_of_buffer_nd(obj, indirect)
+            if view is not None and (want is None or want == _canonical_format(view.format_)):
+                if readonly:
+                    view.make_read_only()
+                return view
+    np = _import_numpy("as_indirect")
+    if isinstance(obj, IndirectMemory):
+        obj = (<IndirectMemory>obj).to_numpy()
+    dtype = None
+    if format is not None:
+        fmt_bytes, fmt_size = _parse_format(format)
+        dtype = _numpy_dtype(np, fmt_bytes, fmt_size)
+    arr = np.asarray(obj, dtype=dtype)
+    if arr.ndim < 2 or arr.ndim > IB_MAX_NDIM:
+        raise ValueError(f"indirect memory needs 2 to {IB_MAX_NDIM} dimensions, got an array "
+                         f"of shape {arr.shape}")
+    for d in range(arr.ndim):
+        shape[d] = arr.shape[d]
+    # The array's own buffer format, so dtypes that struct cannot spell (complex) work too.
+    source = memoryview(arr)
+    out = _new_owned_nd(arr.ndim, shape, source.format.encode("ascii"), source.itemsize,
+                        _parse_indirect(indirect, arr.ndim), False)
+    source.release()
+    out.copy_from(arr)
+    if readonly:
+        out.make_read_only()
+    return out

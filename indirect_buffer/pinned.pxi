@@ -1,5 +1,5 @@
 # Pinning for C calls that run without the GIL (ctypes and cffi drop it for every call):
-# what IndirectMemory2D.pinned() returns, the Python face of cdef pin()/unpin().
+# what IndirectMemory.pinned() returns, the Python face of cdef pin()/unpin().
 
 cdef extern from "Python.h":
     void PyErr_SetObject(object type, object value)
@@ -24,19 +24,19 @@ cdef void _report_unraisable(object exc, object where) noexcept:
 @cython.final
 @cython.auto_pickle(False)
 cdef class _Pinned:
-    """Pins an IndirectMemory2D from __enter__ (which returns the table's address) to
-    __exit__; see IndirectMemory2D.pinned()."""
-    cdef IndirectMemory2D mem
+    """Pins an IndirectMemory from __enter__ (which returns the table's address) to
+    __exit__; see IndirectMemory.pinned()."""
+    cdef IndirectMemory mem
     cdef object format
     cdef bint writable
     cdef Py_ssize_t row_offset
     cdef bint entered
 
     def __init__(self, *args, **kwargs):
-        raise TypeError("pinned contexts are made by IndirectMemory2D.pinned()")
+        raise TypeError("pinned contexts are made by IndirectMemory.pinned()")
 
     def __enter__(self):
-        cdef IndirectMemory2D mem = self.mem
+        cdef IndirectMemory mem = self.mem
         if mem is None:
             raise ValueError("operation on uninitialised pinned context")
         if self.entered:

@@ -1,4 +1,5 @@
-# Zero-copy row (or column) views over another object's strided buffer.
+# Zero-copy views over another object's strided buffer: 2-D row (or column) views, and N-D
+# views with pointer tables at chosen dimensions.
 
 cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint columns):
     """Build a T** over the contiguous rows (or columns) of source, holding its buffer.
@@ -111,5 +112,73 @@ cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint column
     return self
 
 
-cdef str _shape_text(const Py_ssize_t* values, int first, int ndim):
-    return "(" + ", ".join([str(values[d]) for d in range(first, ndim)]) + ")"
+cdef IndirectMemory _view_nd(object source, object indirect, bint readonly):
+    """Pointer tables at the indirect dimensions over a direct N-D buffer, zero-copy; the
+    source must be C-contiguous after its last indirect dimension."""
+    cdef Py_ssize_t shape[IB_MAX_NDIM]
+    cdef Py_ssize_t src_strides[IB_MAX_NDIM]
+    cdef Py_ssize_t strides[IB_MAX_NDIM]
+    cdef Py_ssize_t suboffsets[IB_MAX_NDIM]
+    cdef int d, ndim, last
+    cdef _HeldBuffers held = _HeldBuffers.__new__(_HeldBuffers)
+    held.alloc(1)
+    if not _export_ndarray(source, held.views):
+        PyObject_GetBuffer(source, held.views, PyBUF_FULL_RO)
+        held.count = 1
+        _learn_descr(source, held.views)
+    held.count = 1
+    cdef Py_buffer* view = held.views
+    ndim = view.ndim
+    if ndim < 2 or ndim > IB_MAX_NDIM or view.shape == NULL or view.itemsize <= 0:
+        raise BufferError(f"expected a buffer of 2 to {IB_MAX_NDIM} dimensions, got "
+                          f"{view.ndim}-D {type(source).__name__} (itemsize {view.itemsize})")
+    # Copied before any Python code runs (an array read directly lends its own arrays).
+    for d in range(ndim):
+        shape[d] = view.shape[d]
+        src_strides[d] = view.strides[d] if view.strides != NULL else 0
+        if view.suboffsets != NULL and view.suboffsets[d] >= 0:
+            raise BufferError(f"the source is itself indirect (suboffset "
+                              f"{view.suboffsets[d]} in dimension {d}): copy it with "
+                              "as_indirect(obj, indirect=...)")
+    if view.strides == NULL:  # C-contiguous
+        src_strides[ndim - 1] = view.itemsize
+        for d in range(ndim - 2, -1, -1):
+            src_strides[d] = src_strides[d + 1] * shape[d + 1]
+    view.shape = view.strides = NULL
+    if not readonly and view.readonly:
+        raise BufferError(f"cannot make a writable view of read-only {type(source).__name__}; "
+                          "pass readonly=True")
+    _check_exported_format(view, -1)
+    fmt = _format_bytes(view.format)
+    cdef Py_ssize_t itemsize = view.itemsize
+    cdef unsigned int mask = _parse_indirect(indirect, ndim)
+    last = 0
+    for d in range(ndim):
+        if mask >> d & 1:
+            last = d
+    cdef Py_ssize_t total = _nd_bytes(ndim, shape, itemsize)
+    cdef Py_ssize_t step = itemsize
+    cdef bint block = True
+    for d in range(ndim - 1, -1, -1):
+        if shape[d] > 1 and src_strides[d] != step:
+            block = False
+            if d > last and total > 0:
+                raise BufferError(
+                    f"the source is not C-contiguous after its last indirect dimension "
+                    f"{last}: dimension {d} has stride {src_strides[d]}, C-contiguous needs "
+                    f"{step} (shape {_shape_text(shape, 0, ndim)}, strides "
+                    f"{_shape_text(src_strides, 0, ndim)})")
+        step *= shape[d]
+    cdef Py_ssize_t slots = _table_slots(ndim, shape, mask)
+    _layout_strides(ndim, shape, mask, itemsize, NULL, strides, suboffsets)
+    cdef void** tables = <void**>malloc((slots if slots > 0 else 1) * sizeof(void*))
+    if tables == NULL:
+        raise MemoryError(f"cannot allocate {slots} pointers for a view of shape "
+                          f"{_shape_text(shape, 0, ndim)}")
+    _link_tables(<char*>tables, <char*>view.buf, ndim, shape, strides, mask, src_strides)
+    cdef IndirectMemory self = _new_memory(ndim, mask)
+    self.owned_table = tables  # freed by self; the data belongs to source (held in held)
+    self._init_geometry(tables, ndim, shape, strides, suboffsets, fmt, itemsize, readonly,
+                        held)
+    self.layout_trusted = block
+    return self

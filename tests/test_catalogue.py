@@ -205,7 +205,7 @@ SECTIONS = [
         ("pinned_format_int", "mem().pinned(format=8).__enter__()",
          "TypeError", "format must be str or bytes, not int"),
         ("pinned_instantiated", "type(mem().pinned())()",
-         "TypeError", "made by IndirectMemory2D.pinned()"),
+         "TypeError", "made by IndirectMemory.pinned()"),
     ]),
     ("NULL pointer tables and NULL rows", [
         ("from_address_null_table", 'IndirectMemory2D.from_address(0, 2, 3, "d")',
@@ -264,7 +264,7 @@ SECTIONS = [
          "mem().copy_from(np.zeros((2, 3), dtype=np.int32), cast=True)",
          "BufferError", "cast needs equal itemsizes"),
         ("copy_from_1d", "mem().copy_from(np.zeros(6))",
-         "BufferError", "copy needs 2-D buffers"),
+         "BufferError", "copy needs buffers of the same dimensions"),
         ("copy_to_shape_mismatch", "mem().copy_to(np.zeros((2, 4)))",
          "BufferError", "shape mismatch"),
     ]),
