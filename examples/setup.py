@@ -45,7 +45,7 @@ clib = {"sources": [str(CLIB / "ib_matrix.c")], "include_dirs": [str(CLIB)],
 cython_modules = [
     Extension(f"ib_examples.{name}", [f"src/ib_examples/{name}.pyx"] + clib["sources"],
               include_dirs=clib["include_dirs"], depends=clib["depends"])
-    for name in ("owned", "borrowed", "nanny_managed", "numpy_in", "image")
+    for name in ("owned", "borrowed", "nanny_managed", "numpy_in", "image", "tensor")
 ]
 # For ctypes_only.py: an empty extension module carrying clib, loaded with ctypes.CDLL.
 clib_shared = Extension("ib_examples._clib_shared", ["src/ib_examples/_clib_shared.c"]

@@ -59,11 +59,12 @@ def examples_root(tmp_path_factory):
 def ex(examples_root):
     mods = {name: importlib.import_module(f"ib_examples.{name}")
             for name in ("owned", "borrowed", "nanny_managed", "numpy_in", "ctypes_only",
-                         "image")}
+                         "image", "tensor")}
     pkg = Path(mods["owned"].__file__).resolve()
     assert REPO not in pkg.parents, f"ib_examples imported from the checkout: {pkg}"
     yield SimpleNamespace(**mods)
     mods["nanny_managed"].fail_allocations_after(-1)
+    mods["tensor"].fail_allocations_after(-1)
     mods["ctypes_only"].lib.ib_fail_allocations_after(-1)
 
 
@@ -669,6 +670,118 @@ def test_ctypes_views_outlive_wrappers(subprocess_python, examples_root):
     """)
 
 
+# -- N-D: double*** tensors and frames -------------------------------------------------------
+
+def _index_tensor(n0, n1, n2):
+    i, j, k = np.indices((n0, n1, n2))
+    return (i * 10000 + j * 100 + k).astype(np.float64)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 3, 4), (5, 1, 7)])
+def test_tensor_from_c(ex, shape):
+    t_mod = ex.tensor
+    base = t_mod.live_allocations()
+    t = t_mod.tensor_new(*shape)
+    assert t_mod.live_allocations() == base + 3  # one allocation per level, not per row
+    assert t.shape == shape and t.indirect == (0, 1) and t.format == "d"
+    np.testing.assert_array_equal(t.to_numpy(), np.zeros(shape))
+    t_mod.tensor_fill_index(t)
+    expected = _index_tensor(*shape)
+    np.testing.assert_array_equal(t.to_numpy(), expected)
+    assert memoryview(t).tolist() == expected.tolist()
+    assert t_mod.tensor_sum(t) == expected.sum()
+    t.copy_from(expected * 2)  # Python writes, C reads
+    assert t_mod.tensor_sum(t) == 2 * expected.sum()
+    view = memoryview(t)
+    del t
+    assert t_mod.live_allocations() == base + 3
+    view.release()
+    assert t_mod.live_allocations() == base
+
+
+def test_tensor_sum_of_any_3d_array(ex):
+    a = np.arange(2 * 3 * 4, dtype=np.int32).reshape(2, 3, 4)
+    assert ex.tensor.tensor_sum(a) == a.sum()  # converted to double, copied into a T***
+    assert ex.tensor.tensor_sum(np.asfortranarray(a.astype(float))) == a.sum()
+    assert ex.tensor.tensor_sum(a.tolist()) == a.sum()
+
+
+def test_tensor_accessor_checks(ex):
+    from indirect_buffer import IndirectMemory
+    frames = IndirectMemory.create_memory((2, 3, 4), "d", indirect=(0,))
+    with pytest.raises(BufferError, match="2 pointer level"):
+        ex.tensor.tensor_fill_index(frames)  # a T** over blocks is not a T***
+    ro = IndirectMemory.create_memory((2, 3, 4), "d", readonly=True)
+    with pytest.raises(BufferError, match="read-only"):
+        ex.tensor.tensor_fill_index(ro)
+    ints = IndirectMemory.create_memory((2, 3, 4), "i")
+    with pytest.raises(TypeError, match="element format is 'i', not 'd'"):
+        ex.tensor.tensor_fill_index(ints)
+    gone = IndirectMemory.create_memory((2, 3, 4), "d")
+    gone.release()
+    with pytest.raises(ValueError, match="released"):
+        ex.tensor.tensor_fill_index(gone)
+    with pytest.raises(ValueError, match="positive"):
+        ex.tensor.tensor_new(2, 0, 3)
+
+
+@pytest.mark.parametrize("points", [0, 1, 2])
+def test_tensor_and_frames_allocation_failures(ex, points):
+    t_mod = ex.tensor
+    base = t_mod.live_allocations()
+    t_mod.fail_allocations_after(points)
+    try:
+        with pytest.raises(MemoryError, match="tensor"):
+            t_mod.tensor_new(2, 2, 2)
+        assert t_mod.live_allocations() == base  # the partial allocations were freed
+        if points < 2:
+            t_mod.fail_allocations_after(points)
+            with pytest.raises(MemoryError, match="frames"):
+                t_mod.frames_new(2, 2, 2)
+            assert t_mod.live_allocations() == base
+    finally:
+        t_mod.fail_allocations_after(-1)
+
+
+@pytest.mark.parametrize("count,height,width", [(1, 1, 1), (4, 2, 3), (3, 5, 8)])
+def test_frames_mean_and_add_on_numpy_video(ex, count, height, width):
+    rng = np.random.default_rng(count * 100 + width)
+    video = rng.integers(0, 256, (count, height, width), dtype=np.uint8)
+    expected = ((video.astype(np.uint64).sum(0) + count // 2) // count).astype(np.uint8)
+    np.testing.assert_array_equal(ex.tensor.frames_mean(video), expected)
+    before = video.copy()
+    ex.tensor.frames_add(video, -100)  # zero-copy: C writes into the array
+    np.testing.assert_array_equal(video, np.clip(before.astype(int) - 100, 0, 255))
+    # Frames need not be one block: every other frame of a larger video is fine.
+    big = rng.integers(0, 256, (2 * count, height, width), dtype=np.uint8)
+    sub = big[::2]
+    expected_sub = ((sub.astype(np.uint64).sum(0) + count // 2) // count).astype(np.uint8)
+    np.testing.assert_array_equal(ex.tensor.frames_mean(sub), expected_sub)
+    ex.tensor.frames_add(sub, 1)
+    np.testing.assert_array_equal(big[1::2], big[1::2])  # untouched frames stay as they were
+
+
+def test_frames_refusals_and_c_frames(ex):
+    video = np.zeros((2, 3, 4), dtype=np.uint8)
+    with pytest.raises(BufferError, match="dimension 2 has stride"):
+        ex.tensor.frames_add(np.asfortranarray(video), 1)  # frames not contiguous: no copy
+    ro = video.copy()
+    ro.flags.writeable = False
+    with pytest.raises(BufferError, match="read-only"):
+        ex.tensor.frames_add(ro, 1)
+    np.testing.assert_array_equal(ex.tensor.frames_mean(ro), np.zeros((3, 4)))
+    base = ex.tensor.live_allocations()
+    frames = ex.tensor.frames_new(3, 2, 2)
+    assert ex.tensor.live_allocations() == base + 2
+    assert frames.indirect == (0,) and frames.strides == (np.dtype(np.intp).itemsize, 2, 1)
+    ex.tensor.frames_add(frames, 7)
+    np.testing.assert_array_equal(frames.to_numpy(), np.full((3, 2, 2), 7))
+    np.testing.assert_array_equal(ex.tensor.frames_mean(frames), np.full((2, 2), 7))
+    assert not frames.released  # frames_add and frames_mean leave the caller's memory alone
+    del frames
+    assert ex.tensor.live_allocations() == base
+
+
 # -- the demo --------------------------------------------------------------------------------------
 
 def test_demo_runs_and_passes(examples_root):
@@ -677,7 +790,9 @@ def test_demo_runs_and_passes(examples_root):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     for line in ["1. owned", "2. borrowed", "3. nanny-managed", "4. NumPy in",
-                 "5. ctypes only", "6. images", "ib_matrix_free ran once",
+                 "5. ctypes only", "6. images", "7. N-D", "ib_matrix_free ran once",
+                 "ib_tensor_free ran after the last view", "C's mean frame matches NumPy",
+                 "memoryview(t)[1, 2, 3] = 10203.0",
                  "ib_model_free ran once", "C's luma matches NumPy",
                  "to_gray of a 2 x 3 x 3 image -> [[0, 255, 77], [124, 29, 128]]",
                  "C wrote into the NumPy array itself",

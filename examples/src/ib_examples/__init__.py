@@ -8,6 +8,8 @@ One module per memory flow; read them in this order:
 - ``numpy_in``: a list of NumPy rows passed to C as a T**, zero-copy.
 - ``ctypes_only``: pure Python, clib loaded with ctypes (no Cython build of your own).
 - ``image``: an H x W x 3 NumPy image passed to C as ``unsigned char**`` rows, zero-copy.
+- ``tensor``: N-D memory: a ``double***`` tensor, and frames (``unsigned char**`` over H x W
+  blocks) from C or from a NumPy video array, zero-copy.
 - ``demo``: ``python -m ib_examples.demo`` walks through all of them.
 
 Each compiled module links its own copy of clib, so each has its own allocation counter

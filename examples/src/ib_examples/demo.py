@@ -10,7 +10,7 @@ import numpy as np
 
 from indirect_buffer import IndirectMemory2D
 
-from . import borrowed, ctypes_only, image, nanny_managed, numpy_in, owned
+from . import borrowed, ctypes_only, image, nanny_managed, numpy_in, owned, tensor
 
 failures = []
 
@@ -149,9 +149,43 @@ def demo_image():
     check(refused is not None, "a Fortran-ordered image is refused, not copied")
 
 
+def demo_tensor():
+    print("7. N-D: a double*** tensor and a stack of frames (unsigned char** over H x W blocks)")
+    base = tensor.live_allocations()
+    t = tensor.tensor_new(2, 3, 4)
+    print(f"    tensor_new(2, 3, 4): {t!r}, {tensor.live_allocations() - base} live allocations")
+    tensor.tensor_fill_index(t)
+    view = memoryview(t)
+    print(f"    C filled it: memoryview(t)[1, 2, 3] = {view[1, 2, 3]}, sum {tensor.tensor_sum(t)}")
+    i, j, k = np.indices((2, 3, 4))
+    expected = (i * 10000 + j * 100 + k).astype(float)
+    check(np.array_equal(t.to_numpy(), expected) and view.tolist() == expected.tolist(),
+          "C's tensor matches NumPy, read through memoryview and to_numpy")
+    check(tensor.tensor_sum(expected) == expected.sum(), "a NumPy 3-D array summed by C")
+    del t
+    check(tensor.live_allocations() - base == 3, "the view keeps the tensor alive")
+    view.release()
+    check(tensor.live_allocations() == base, "ib_tensor_free ran after the last view")
+    video = (np.arange(4 * 2 * 3) % 7).reshape(4, 2, 3).astype(np.uint8)
+    mean = tensor.frames_mean(video)
+    print(f"    mean of 4 frames of 2 x 3 -> {mean.tolist()}")
+    expected_mean = ((video.astype(np.uint32).sum(0) + 2) // 4).astype(np.uint8)
+    check(np.array_equal(mean, expected_mean), "C's mean frame matches NumPy")
+    before = video.copy()
+    tensor.frames_add(video, 250)
+    check(np.array_equal(video, np.minimum(before.astype(int) + 250, 255)),
+          "frames_add wrote into the NumPy video itself, saturating")
+    frames = tensor.frames_new(3, 2, 2)
+    tensor.frames_add(frames, 9)
+    check(frames.to_numpy().tolist() == np.full((3, 2, 2), 9).tolist(),
+          "frames from ib_frames_new, written by C")
+    del frames
+    check(tensor.live_allocations() == base, "ib_frames_free ran")
+
+
 def main():
     for step in (demo_owned, demo_borrowed, demo_nanny_managed, demo_numpy_in,
-                 demo_ctypes_only, demo_image):
+                 demo_ctypes_only, demo_image, demo_tensor):
         try:
             step()
         except Exception as exc:  # noqa: BLE001 - report it and go on with the other flows

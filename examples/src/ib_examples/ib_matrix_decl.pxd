@@ -41,3 +41,17 @@ cdef extern from "ib_matrix.h" nogil:
     # 7. allocation accounting and fault injection
     long ib_live_allocations()
     void ib_fail_allocations_after(long n)
+
+    # 8. a double*** tensor, one allocation per level, freed by ib_tensor_free
+    double*** ib_tensor_new(size_t n0, size_t n1, size_t n2)
+    void ib_tensor_free(double*** t)
+    double ib_tensor_sum(const double* const* const* t, size_t n0, size_t n1, size_t n2)
+    int ib_tensor_fill_index(double*** t, size_t n0, size_t n1, size_t n2)
+
+    # 9. frames: unsigned char** where each pointer is a height x width block
+    unsigned char** ib_frames_new(size_t count, size_t height, size_t width)
+    void ib_frames_free(unsigned char** frames)
+    int ib_frames_mean(const unsigned char* const* frames, size_t count, size_t height,
+                       size_t width, unsigned char* out)
+    int ib_frames_add(unsigned char** frames, size_t count, size_t height, size_t width,
+                      int delta)
