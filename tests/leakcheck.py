@@ -24,8 +24,11 @@ import sys
 # nannies free them by calling into C (a hand-written nanny and the package's ready-made ones).
 HELPER_PYX = r'''
 # cython: language_level=3
-from indirect_buffer.buffer_impl cimport IndirectMemory2D
-from indirect_buffer.nannies cimport DeallocatorNanny, FreeRowsAndTableNanny
+from libc.stdlib cimport calloc, malloc
+
+from indirect_buffer.buffer_impl cimport IndirectMemory, IndirectMemory2D
+from indirect_buffer.nannies cimport (DeallocatorNanny, FreeLevelsNanny, FreeRowsAndTableNanny,
+                                      FreeTreeNanny)
 
 cdef extern from *:
     """
@@ -100,6 +103,45 @@ def wrap_c_table(Py_ssize_t rows, Py_ssize_t cols, str nanny="hand", format="d",
                                                        readonly, keeper)
 
 
+def wrap_c_tensor(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t n2, str nanny="tree"):
+    """An n0 x n1 x n2 C double*** freed by a nanny: 'tree' (malloc per table and row, freed
+    by FreeTreeNanny) or 'levels' (one block per level, freed by FreeLevelsNanny)."""
+    cdef Py_ssize_t shape[3]
+    cdef Py_ssize_t counts[2]
+    cdef Py_ssize_t i, j, k
+    cdef double*** t = <double***>calloc(n0, sizeof(double**))
+    if t == NULL:
+        raise MemoryError()
+    shape[0], shape[1], shape[2] = n0, n1, n2
+    counts[0], counts[1] = n0, n1
+    if nanny == "tree":
+        keeper = FreeTreeNanny.create(t, 2, counts)  # owns t from here: frees what is set
+        for i in range(n0):
+            t[i] = <double**>calloc(n1, sizeof(double*))
+            if t[i] == NULL:
+                raise MemoryError()
+            for j in range(n1):
+                t[i][j] = <double*>malloc(n2 * sizeof(double))
+                if t[i][j] == NULL:
+                    raise MemoryError()
+                for k in range(n2):
+                    t[i][j][k] = i * 10000 + j * 100 + k
+    else:
+        t[0] = <double**>calloc(n0 * n1, sizeof(double*))
+        if t[0] != NULL:
+            t[0][0] = <double*>calloc(n0 * n1 * n2, sizeof(double))
+        if t[0] == NULL or t[0][0] == NULL:
+            raise MemoryError()  # (a leak on this path would show in the report)
+        for i in range(n0):
+            t[i] = t[0] + i * n1
+            for j in range(n1):
+                t[i][j] = t[0][0] + (i * n1 + j) * n2
+                for k in range(n2):
+                    t[i][j][k] = i * 10000 + j * 100 + k
+        keeper = FreeLevelsNanny.create(t, 2)
+    return IndirectMemory.from_ptr_nd(t, 3, shape, "d", 0, NULL, False, keeper)
+
+
 def freed():
     """How many tables ib_helper_free_table has freed so far."""
     return ib_helper_freed
@@ -134,7 +176,7 @@ class PyNanny:
 
 
 def workload(np, _testbuffer, helper, iterations):
-    from indirect_buffer import BufferCollection2D, IndirectMemory2D, as_indirect
+    from indirect_buffer import BufferCollection2D, IndirectMemory, IndirectMemory2D, as_indirect
 
     a = np.arange(12.0).reshape(3, 4)
     fa = np.asfortranarray(a)
@@ -281,6 +323,41 @@ def workload(np, _testbuffer, helper, iterations):
         z = as_indirect(a[:, ::2])
         w = as_indirect(x, format="f")
         del x, y, z, w
+
+        # -- N-D memory ---------------------------------------------------------------------
+        cube = np.arange(24.0).reshape(2, 3, 4)
+        for indirect in (None, (0,), (1,)):
+            n = IndirectMemory.create_memory((2, 3, 4), "d", indirect=indirect)
+            n.copy_from(cube)
+            mv = memoryview(n)
+            assert mv[1, 2, 3] == 23.0
+            n.copy_to(np.empty((2, 3, 4)))
+            n.copy_from(n)  # overlapping: through a temporary
+            n.to_numpy()
+            c = n.copy()
+            expect(BufferError, n.release)
+            del mv
+            n.release()
+            del n, c
+        v = IndirectMemory.view_from_array(cube[::-1], indirect=(0, 1))
+        v.copy_to(np.empty((2, 3, 4)))
+        del v
+        expect(BufferError, IndirectMemory.view_from_array, np.asfortranarray(cube))
+        expect(MemoryError, IndirectMemory.create_memory, (2 ** 40, 2 ** 40, 0), "d")
+        expect(ValueError, IndirectMemory.create_memory, (2, 3), "d", indirect=(1,))
+        t3 = as_indirect(cube, indirect=(0,))
+        t4 = as_indirect(t3, indirect=(0, 1))
+        del t3, t4
+        if helper is not None:
+            for kind in ("tree", "levels"):
+                m = helper.wrap_c_tensor(2, 3, 4, kind)
+                mv = memoryview(m)
+                assert mv[1, 2, 3] == 10203.0
+                m.copy_to(np.empty((2, 3, 4)))
+                del mv
+                if it % 2:
+                    m.release()
+                del m
 
 
 def main(argv=None):
