@@ -16,6 +16,9 @@ extensions = [
     Extension(
         f"indirect_buffer.{name}",
         [f"indirect_buffer/{name}.pyx"],
+        # include/: the public C API header, which capi.pxi implements.
+        include_dirs=["indirect_buffer/include"],
+        depends=["indirect_buffer/include/indirect_buffer.h"],
         extra_compile_args=extra_compile,
         extra_link_args=extra_link,
     )

@@ -57,6 +57,7 @@ include "held_buffers.pxi"
 include "views.pxi"
 include "collection.pxi"
 include "numpy_interop.pxi"
+include "capi.pxi"
 
 
 # -- module initialisation ------------------------------------------------------------------

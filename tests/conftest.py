@@ -80,3 +80,60 @@ def cython_builder(tmp_path_factory):
         return build_cython_module(root, name, source)
 
     return build
+
+
+def sanitizer_flags():
+    """Compiler and linker flags of the sanitizer build (IB_SANITIZE, as setup.py uses it)."""
+    sanitize = os.environ.get("IB_SANITIZE", "")
+    return [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer"] if sanitize else []
+
+
+def build_c_extension(root, name, sources, *, extra_compile_args=(), define_macros=(),
+                      include_dirs=(), cplusplus=False, import_it=True):
+    """Compile a C (or C++) extension module against the installed indirect_buffer's headers
+    (indirect_buffer.get_include()), warnings as errors, and import it.
+
+    sources: {file name: text}. Returns the module, or with import_it=False the build
+    directory (to import it in a subprocess, e.g. when the import is meant to fail).
+    """
+    import importlib
+
+    src_dir = Path(root) / f"build_{name}"
+    src_dir.mkdir(parents=True, exist_ok=True)
+    for file_name, text in sources.items():
+        (src_dir / file_name).write_text(text)
+    flags = ["-Wall", "-Wextra", "-Werror", "-std=c++17" if cplusplus else "-std=c99",
+             *extra_compile_args, *sanitizer_flags()]
+    (src_dir / "setup.py").write_text(textwrap.dedent(f"""
+        from setuptools import Extension, setup
+        import indirect_buffer
+        ext = Extension({name!r}, {sorted(sources)!r},
+                        include_dirs=[indirect_buffer.get_include()] + {list(include_dirs)!r},
+                        define_macros={list(define_macros)!r}, extra_compile_args={flags!r},
+                        extra_link_args={sanitizer_flags()!r},
+                        language={'c++' if cplusplus else 'c'!r})
+        setup(name={name!r}, ext_modules=[ext], script_args=["build_ext", "--inplace"])
+    """))
+    proc = subprocess.run([sys.executable, "setup.py"], cwd=src_dir, check=False,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"building {name} failed:\n{proc.stdout}\n{proc.stderr}")
+    if not import_it:
+        return src_dir
+    sys.path.insert(0, str(src_dir))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(src_dir))
+
+
+@pytest.fixture(scope="session")
+def c_extension_builder(tmp_path_factory):
+    """build(name, {file: text}, **options): a C/C++ extension module compiled against the
+    installed indirect_buffer's C API headers (see build_c_extension)."""
+    root = tmp_path_factory.mktemp("c_extensions")
+
+    def build(name, sources, **options):
+        return build_c_extension(root, name, sources, **options)
+
+    return build
