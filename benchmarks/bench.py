@@ -49,7 +49,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 import indirect_buffer
-from indirect_buffer import BufferCollection2D, IndirectMemory2D
+from indirect_buffer import BufferCollection2D, IndirectMemory, IndirectMemory2D
 
 try:
     import cffi
@@ -82,6 +82,8 @@ TARGETS = {
     "copy_from": 1.2,
     "create_memory": 1.5,
     "to_numpy": 1.3,
+    "copy_to_nd": 1.2,
+    "copy_from_nd": 1.2,
     "roundtrip_view_from_rows": {(10, 10): 1.2, None: 1.05},
     "roundtrip_as_indirect": {(10, 10): 1.2, None: 1.05},
     "pinned": 1.5,
@@ -93,6 +95,9 @@ PEERS = {
     "copy_from": "numpy.copyto(dst, src)",
     "create_memory": "numpy.zeros((r, c))",
     "to_numpy": "numpy.array(a)",
+    "copy_to_nd": "numpy.copyto on the same 3-D shape; ours: an owned double*** of shape "
+                  "(r, c/8, 8) (IndirectMemory, two pointer levels)",
+    "copy_from_nd": "as for copy_to_nd",
     "roundtrip_view_from_rows": "the same C sum fed by Cython: double[:, ::1] v = a, malloc "
                                 "a double** table, t[i] = &v[i, 0], call, free",
     "roundtrip_as_indirect": "as for roundtrip_view_from_rows",
@@ -424,6 +429,44 @@ def op_to_numpy(rows, cols):
     return ours, peer
 
 
+def _nd_shape(rows, cols):
+    """The 3-D shape an N-D case uses for a RxC label: rows x cols/8 x 8 (64-byte rows)."""
+    return (rows, max(cols // 8, 1), min(cols, 8))
+
+
+def op_copy_to_nd(rows, cols):
+    shape = _nd_shape(rows, cols)
+    src = np.arange(math.prod(shape), dtype=np.float64).reshape(shape)
+    mem = IndirectMemory.create_memory(shape, "d")
+    mem.copy_from(src)
+    dst = np.zeros(shape)
+    copyto = np.copyto
+
+    def ours():
+        mem.copy_to(dst)
+
+    def peer():
+        copyto(dst, src)
+
+    return ours, peer
+
+
+def op_copy_from_nd(rows, cols):
+    shape = _nd_shape(rows, cols)
+    src = np.arange(math.prod(shape), dtype=np.float64).reshape(shape)
+    mem = IndirectMemory.create_memory(shape, "d")
+    dst = np.zeros(shape)
+    copyto = np.copyto
+
+    def ours():
+        mem.copy_from(src)
+
+    def peer():
+        copyto(dst, src)
+
+    return ours, peer
+
+
 def _roundtrip(ours_name, rows, cols):
     mod = roundtrip_module()
     a = _matrix(rows, cols)
@@ -464,6 +507,8 @@ OPERATIONS = {
     "copy_from": op_copy_from,
     "create_memory": op_create_memory,
     "to_numpy": op_to_numpy,
+    "copy_to_nd": op_copy_to_nd,
+    "copy_from_nd": op_copy_from_nd,
 }
 ROUNDTRIP_OPERATIONS = {
     "roundtrip_view_from_rows": op_roundtrip_view_from_rows,

@@ -12,7 +12,7 @@ from conftest import REPO
 
 BENCH = REPO / "benchmarks" / "bench.py"
 OPERATIONS = ["view_from_rows", "BufferCollection2D", "copy_to", "copy_from", "create_memory",
-              "to_numpy"]
+              "to_numpy", "copy_to_nd", "copy_from_nd"]
 ROUNDTRIP = ["roundtrip_view_from_rows", "roundtrip_as_indirect"]
 SMALL_CALLS = ["copy_to", "pinned"]
 SMALL_SHAPES = 3         # --shapes small: shapes of each operation of the first section
