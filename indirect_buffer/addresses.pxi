@@ -4,19 +4,31 @@
 cdef object _cffi_ffi = None  # made on first use: cffi is imported only when given a cdata
 
 
-cdef uintptr_t _ctypes_pointer_value(object ptr) except? 0:
-    """The address a ctypes pointer instance holds, read from its own storage (ctypes.cast
-    would leave a reference cycle through ptr._objects, keeping ptr alive until a gc)."""
-    import ctypes
-    return <uintptr_t>(ctypes.c_void_p.from_buffer(ptr).value or 0)
+cdef object _cdata_type = None     # ctypes' base type _CData and its own `_objects`
+cdef object _cdata_objects = None  # getter, found on first use
+
+
+cdef object _ctypes_objects(object obj):
+    """What ctypes itself keeps alive for a ctypes instance (its b_objects), read through the
+    _CData base type's own descriptor: a subclass cannot shadow or fake it. None for
+    anything else (cffi cdata keep their memory alive themselves)."""
+    global _cdata_type, _cdata_objects
+    if _cdata_type is None:
+        import ctypes
+        for klass in ctypes.c_int.__mro__:
+            if klass.__module__ == "_ctypes" and klass.__name__ == "_CData":
+                _cdata_type, _cdata_objects = klass, klass.__dict__["_objects"]
+    if _cdata_type is None or not isinstance(obj, _cdata_type):
+        return None
+    return _cdata_objects.__get__(obj, type(obj))
 
 
 cdef tuple _ctypes_keepalive(object obj):
     """What keeps the memory behind a ctypes or cffi pointer object alive: the object and,
-    for ctypes, a frozen snapshot of what its _objects holds now, so that re-pointing it
+    for ctypes, a frozen snapshot of what ctypes holds for it now, so that re-pointing it
     (ptr.contents = ...) or emptying a dict reached through gc.get_referents cannot free
-    the table."""
-    return (obj, _frozen(getattr(obj, "_objects", None)))
+    the table. Runs no Python code of the caller's."""
+    return (obj, _frozen(_ctypes_objects(obj)))
 
 
 cdef object _frozen(object objects):
@@ -26,17 +38,21 @@ cdef object _frozen(object objects):
     return objects
 
 
-cdef uintptr_t _address_value(object address) except? 0:
-    """The pointer value of an int-like, a ctypes pointer or c_void_p, or a cffi pointer."""
+cdef tuple _address_and_keep(object address):
+    """(pointer value, what keeps it alive or None) of an int-like, a ctypes pointer or
+    c_void_p, or a cffi pointer. Call it last, after every other argument was converted:
+    for a pointer object, nothing may run between taking the snapshot and reading the
+    pointer (the caller's code could re-point it and free the memory)."""
     global _cffi_ffi
     if isinstance(address, (bool, float)):  # bool is an int, float has no exact address
         raise TypeError(f"address must be an int or a pointer object, not "
                         f"{type(address).__name__}")
+    keep = None
     ctypes = sys.modules.get("ctypes")  # a ctypes object means ctypes is imported
-    if ctypes is not None and isinstance(address, ctypes.c_void_p):
-        value = address.value or 0
-    elif ctypes is not None and isinstance(address, ctypes._Pointer):
-        value = _ctypes_pointer_value(address)
+    if ctypes is not None and isinstance(address, (ctypes.c_void_p, ctypes._Pointer)):
+        keep = _ctypes_keepalive(address)
+        # Read from the object's own storage: a subclass's `value` or `contents` can lie.
+        value = ctypes.c_void_p.from_buffer(address).value or 0
     elif type(address).__module__ == "_cffi_backend":
         if _cffi_ffi is None:
             import _cffi_backend
@@ -45,6 +61,7 @@ cdef uintptr_t _address_value(object address) except? 0:
         if kind not in ("pointer", "array"):
             raise TypeError(f"address must be a cffi pointer or array, not a cffi {kind} "
                             f"({_cffi_ffi.typeof(address).cname})")
+        keep = (address, None)  # an ffi.new() array owns its memory: keep it
         value = int(_cffi_ffi.cast("uintptr_t", address))
     else:
         try:
@@ -54,18 +71,19 @@ cdef uintptr_t _address_value(object address) except? 0:
                             f"pointer, not {type(address).__name__}") from None
     if value < 0 or value >= _ADDRESS_LIMIT:
         raise ValueError(f"address {value} is not a valid pointer value")
-    return <uintptr_t>value
+    return (value, keep)
 
 
 cdef tuple _ctypes_table(object ptr):
-    """A ctypes table of pointers: (address, pointer levels, element format, entries).
+    """A ctypes table of pointers: (address, pointer levels, element format, entries, keep).
 
     ptr is an array of POINTER(T) (or of POINTER(POINTER(T)) ...: one level per POINTER) or
-    a POINTER(POINTER(T)) (...); entries is the array's length, or -1 for a pointer. The
-    element format comes from T: a struct code where ctypes gives one, else opaque '<n>s'.
+    a POINTER(POINTER(T)) (...); entries is the array's length, or -1 for a pointer; keep is
+    what keeps the table alive. The element format comes from T: a struct code where ctypes
+    gives one, else opaque '<n>s'. The address is read last, right after the snapshot in
+    keep: working out the format may run T's Python code, which could re-point ptr.
     """
     import ctypes
-    cdef uintptr_t address
     cdef Py_ssize_t entries = -1
     what = "a ctypes array of POINTER(T) or a POINTER(POINTER(T))"
     if isinstance(ptr, ctypes.Array):
@@ -78,16 +96,12 @@ cdef tuple _ctypes_table(object ptr):
                             f"expected {what}, got {type(ptr).__name__}")
         # The size ctypes allocated, not what len() says.
         entries = ctypes.sizeof(ptr) // ctypes.sizeof(ctypes.c_void_p)
-        address = ctypes.addressof(ptr)
     elif isinstance(ptr, ctypes._Pointer):
         row_type = getattr(type(ptr), "_type_", None)
         if not isinstance(row_type, type) or type(ptr) is not ctypes.POINTER(row_type):
             raise TypeError(f"expected {what}, got the subclass {type(ptr).__name__}"
                             if isinstance(row_type, type) else
                             f"expected {what}, got {type(ptr).__name__}")
-        address = _ctypes_pointer_value(ptr)
-        if address == 0:
-            raise ValueError("the ctypes pointer table is NULL")
     else:
         raise TypeError(f"expected {what}, got {type(ptr).__name__}")
     cdef int levels = 0
@@ -107,4 +121,13 @@ cdef tuple _ctypes_table(object ptr):
     except ValueError:
         # Structures, long double...: keep the bytes, let the user reinterpret_data().
         fmt = f"{itemsize}s"
-    return (address, levels, fmt, entries)
+    # From here on no Python code of the caller's runs until the wrapper holds `keep`.
+    keep = _ctypes_keepalive(ptr)
+    cdef uintptr_t address
+    if entries >= 0:
+        address = ctypes.addressof(ptr)
+    else:
+        address = <uintptr_t>(ctypes.c_void_p.from_buffer(ptr).value or 0)
+        if address == 0:
+            raise ValueError("the ctypes pointer table is NULL")
+    return (address, levels, fmt, entries, keep)

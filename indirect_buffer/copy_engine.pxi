@@ -23,7 +23,8 @@ cdef inline const char* _format_of(const Py_buffer* view) noexcept:
 
 
 cdef int _check_exported_format(const Py_buffer* view, Py_ssize_t row) except -1:
-    """An exporter's itemsize and format must be usable: itemsize > 0, ASCII format.
+    """An exporter's itemsize and format must be usable: itemsize > 0, an ASCII format, and
+    no Python objects in the elements.
 
     row names the buffer in the message: -1 the source, -2 the destination, else a row.
     """
@@ -34,11 +35,15 @@ cdef int _check_exported_format(const Py_buffer* view, Py_ssize_t row) except -1
         if <unsigned char>f[i] >= 128:
             ascii = False
         i += 1
-    if view.itemsize > 0 and ascii:
+    if view.itemsize > 0 and ascii and not _has_object_code(f):
         return 0
     what = "the source" if row == -1 else "the destination" if row == -2 else f"row {row}"
     if view.itemsize <= 0:
         raise BufferError(f"{what} has itemsize {view.itemsize}")
+    if ascii:
+        raise BufferError(f"{what} holds Python objects (format "
+                          f"{(<bytes>f).decode('ascii')!r}): their pointers cannot be copied "
+                          "or shared as plain bytes")
     raise BufferError(f"{what} has a non-ASCII format {(<bytes>f).decode('utf-8', 'replace')!r}")
 
 

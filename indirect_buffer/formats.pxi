@@ -52,6 +52,8 @@ cdef tuple _parse_format(object format):
         raise ValueError(f"format must not be empty, got {format!r}")
     if not text.isascii():
         raise ValueError(f"unknown format {format!r}: not ASCII")
+    if "\x00" in text:  # C code would read only the part before it
+        raise ValueError(f"unknown format {format!r}: it contains a NUL character")
     try:
         itemsize = struct.calcsize(text)
     except struct.error as exc:
@@ -167,8 +169,14 @@ cdef bint _is_native_element(object fmt, char kind, Py_ssize_t itemsize):
         else:
             return False
     elif type(fmt) is bytes:
-        return _element_kind(<bytes>fmt) == kind and _code_size(
-            (<bytes>fmt)[len(<bytes>fmt) - 1]) == itemsize
+        # By length, never as a C string: b"q\x00b" is not "q".
+        n = len(<bytes>fmt)
+        if n == 2 and (<bytes>fmt)[0] == 64:  # '@'
+            code = (<bytes>fmt)[1]
+        elif n == 1:
+            code = (<bytes>fmt)[0]
+        else:
+            return False
     else:
         return False
     return _code_kind(code) == kind and _code_size(code) == itemsize
@@ -195,3 +203,17 @@ cdef bytes _format_bytes(const char* fmt):
     if strcmp(fmt, <const char*>_last_format_bytes) != 0:
         _last_format_bytes = <bytes>fmt
     return _last_format_bytes
+
+
+cdef bint _has_object_code(const char* fmt) noexcept:
+    """True if a PEP 3118 format holds Python object pointers ('O' outside a :field name:):
+    such elements must never be copied as bytes (nobody would count the references)."""
+    cdef bint in_name = False
+    cdef Py_ssize_t i = 0
+    while fmt[i] != 0:
+        if fmt[i] == b':':
+            in_name = not in_name
+        elif fmt[i] == b'O' and not in_name:
+            return True
+        i += 1
+    return False

@@ -269,14 +269,17 @@ cdef class IndirectMemory:
         """
         cdef Py_ssize_t shp[IB_MAX_NDIM]
         cdef Py_ssize_t offs[IB_MAX_NDIM]
-        cdef uintptr_t value = _address_value(address)
         cdef int ndim = _parse_shape(shape, shp)
         cdef unsigned int mask = _parse_indirect(indirect, ndim)
         _parse_offsets(offsets, mask, ndim, offs)
         fmt, itemsize = _parse_format(format)
-        if not isinstance(address, int):
-            memory_nanny = (_ctypes_keepalive(address), memory_nanny)
-        return _wrap_nd(<void*>value, ndim, shp, fmt, itemsize, mask, offs, bool(readonly),
+        ro = bool(readonly)
+        # Last: nothing of the caller's may run between reading a pointer object and
+        # wrapping what it points to (see _address_and_keep).
+        value, keep = _address_and_keep(address)
+        if keep is not None:
+            memory_nanny = (keep, memory_nanny)
+        return _wrap_nd(<void*><uintptr_t>value, ndim, shp, fmt, itemsize, mask, offs, ro,
                         memory_nanny)
 
     @staticmethod
@@ -288,18 +291,21 @@ cdef class IndirectMemory:
         cdef Py_ssize_t shp[IB_MAX_NDIM]
         cdef Py_ssize_t offs[IB_MAX_NDIM]
         cdef int ndim = _parse_shape(shape, shp)
-        address, levels, fmt, entries = _ctypes_table(ptr)
+        ro = bool(readonly)
+        offsets = None if offsets is None else tuple(offsets)
+        # Last (see _ctypes_table): only our own code runs after it.
+        address, levels, fmt, entries, keep = _ctypes_table(ptr)
         if levels >= ndim:
             raise ValueError(f"a ctypes table of {levels} pointer level(s) needs at least "
                              f"{levels + 1} dimensions, got shape {_shape_text(shp, 0, ndim)}")
         if entries >= 0 and entries < shp[0]:
             raise BufferError(f"ctypes table has {entries} entries, {shp[0]} requested")
         cdef unsigned int mask = (1u << levels) - 1
+        keep = (keep, memory_nanny)
         _parse_offsets(offsets, mask, ndim, offs)
         fmt_bytes, itemsize = _parse_format(fmt)
-        keep = (_ctypes_keepalive(ptr), memory_nanny)
         return _wrap_nd(<void*><uintptr_t>address, ndim, shp, fmt_bytes, itemsize, mask, offs,
-                        bool(readonly), keep)
+                        ro, keep)
 
     @staticmethod
     def view_from_array(array, indirect=None, readonly=False):

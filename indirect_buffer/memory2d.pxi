@@ -115,16 +115,17 @@ cdef class IndirectMemory2D(IndirectMemory):
         as long as the wrapper and its views live.
         """
         _check_dims(rows, cols)
-        address, levels, fmt, entries = _ctypes_table(ptr)
+        ro = bool(readonly)
+        # Last (see _ctypes_table): only our own code runs after it.
+        address, levels, fmt, entries, keep = _ctypes_table(ptr)
         if levels != 1:
             raise TypeError(f"expected a ctypes table of one pointer level (POINTER(T) rows), "
                             f"got {levels} levels: use IndirectMemory.from_ctype_ptr with a "
                             f"{levels + 1}-D shape")
         if entries >= 0 and entries < rows:
             raise BufferError(f"ctypes table has {entries} entries, {rows} rows requested")
-        keep = (_ctypes_keepalive(ptr), memory_nanny)
         return IndirectMemory2D.from_ptr_with_offset(
-            <void*><uintptr_t>address, rows, cols, fmt, bool(readonly), keep, row_offset)
+            <void*><uintptr_t>address, rows, cols, fmt, ro, (keep, memory_nanny), row_offset)
 
     @staticmethod
     def from_address(address, Py_ssize_t rows, Py_ssize_t cols, format, readonly=False,
@@ -135,13 +136,16 @@ cdef class IndirectMemory2D(IndirectMemory):
         or c_void_p, or a cffi pointer or array cdata. Nothing can check that `address`
         really holds `rows` valid row pointers: that is the caller's promise.
         """
-        cdef uintptr_t value = _address_value(address)
-        if not isinstance(address, int):
+        ro = bool(readonly)
+        # Last: nothing of the caller's may run between reading a pointer object and
+        # wrapping what it points to (see _address_and_keep).
+        value, keep = _address_and_keep(address)
+        if keep is not None:
             # A ctypes or cffi pointer object may own what it points to (ctypes arrays,
             # ffi.new): keep it alive with the nanny.
-            memory_nanny = (_ctypes_keepalive(address), memory_nanny)
-        return IndirectMemory2D.from_ptr_with_offset(<void*>value, rows, cols, format,
-                                                     bool(readonly), memory_nanny, row_offset)
+            memory_nanny = (keep, memory_nanny)
+        return IndirectMemory2D.from_ptr_with_offset(<void*><uintptr_t>value, rows, cols,
+                                                     format, ro, memory_nanny, row_offset)
 
     @staticmethod
     def view_from_rows(array2d, readonly=False):

@@ -28,6 +28,9 @@ cdef extern from *:
         int flags;
     } ib_ndarray_fields;
     #define IB_NPY_WRITEABLE 0x0400
+    /* The flags of a plain array: C/F-contiguous, owns its data, aligned, writeable. Any
+     * other (warn-on-write, writeback-if-copy...) asks NumPy's own export what it means. */
+    #define IB_NPY_PLAIN_FLAGS (0x0001 | 0x0002 | 0x0004 | 0x0100 | 0x0400)
     /* Py_buffer.internal of a buffer held by a reference only (see _release_held). */
     static const char ib_held_by_reference[] = "held by reference";
     static void ib_drop_view_obj(Py_buffer *view) { Py_CLEAR(view->obj); }
@@ -40,11 +43,13 @@ cdef extern from *:
         PyObject* descr
         int flags
     int _NPY_WRITEABLE "IB_NPY_WRITEABLE"
+    int _NPY_PLAIN_FLAGS "IB_NPY_PLAIN_FLAGS"
     const char _HELD_BY_REFERENCE "ib_held_by_reference"[]
     void _drop_view_obj "ib_drop_view_obj"(Py_buffer* view)
 
 cdef extern from "Python.h":
     PyTypeObject* _type_of "Py_TYPE"(object o)
+    unsigned long _HEAPTYPE "Py_TPFLAGS_HEAPTYPE"
 
 cdef enum:
     _DESCR_CACHE_MAX = 16
@@ -102,8 +107,14 @@ cdef void _probe_ndarray() noexcept:
     if not isinstance(ndarray, type):
         return
     _ndarray_probed = True
+    # NumPy's own static type, not a Python class posing as it (whose probe answers would be
+    # its own): a class statement makes a heap type.
+    cdef PyTypeObject* tp = <PyTypeObject*>ndarray
+    if tp.tp_flags & _HEAPTYPE or tp.tp_basicsize < <Py_ssize_t>sizeof(_NdArray) \
+            or ndarray.__module__ != "numpy" or ndarray.__name__ != "ndarray":
+        return
     if _ndarray_layout_matches(np):
-        _ndarray_fast = <PyTypeObject*>ndarray
+        _ndarray_fast = tp
 
 
 cdef Py_ssize_t _descr_index(PyObject* descr) noexcept:
@@ -125,6 +136,8 @@ cdef bint _export_ndarray(object obj, Py_buffer* view) except -1:
     if not _is_fast_ndarray(obj):
         return False
     cdef _NdArray* a = <_NdArray*><PyObject*>obj
+    if a.flags & ~_NPY_PLAIN_FLAGS:
+        return False
     cdef Py_ssize_t i = _descr_index(a.descr)
     if i < 0:
         return False
@@ -152,6 +165,10 @@ cdef int _learn_descr(object obj, const Py_buffer* view) except -1:
     exact numpy.ndarray and the format cannot change."""
     global _descr_count
     if _descr_count >= _DESCR_CACHE_MAX or view.format == NULL or not _is_fast_ndarray(obj):
+        return 0
+    try:
+        _check_exported_format(view, -1)  # only what every other row would pass
+    except BufferError:
         return 0
     cdef PyObject* descr = (<_NdArray*><PyObject*>obj).descr
     if _descr_index(descr) >= 0:

@@ -1,30 +1,51 @@
 # NumPy interop: element dtypes for to_numpy(), and as_indirect().
 
-# (format, itemsize) -> dtype. Formats come from foreign exporters too: bounded, and past the
-# bound a dtype is simply worked out again.
+# format -> _DtypeRecord. Formats come from foreign exporters too: bounded, and past the bound
+# a dtype is simply worked out again. Python code can reach the dict through the garbage
+# collector (gc.get_referrers), so a record is sealed and says which format it was made for.
 cdef dict _numpy_dtype_cache = {}
 cdef Py_ssize_t _NUMPY_DTYPE_CACHE_MAX = 64
 
 
+@cython.final
+@cython.auto_pickle(False)
+cdef class _DtypeRecord:
+    """A NumPy dtype worked out for one format and itemsize (see _numpy_dtype)."""
+    cdef bytes fmt
+    cdef Py_ssize_t itemsize
+    cdef object dtype
+
+    def __cinit__(self, seal, bytes fmt, Py_ssize_t itemsize, dtype):
+        if seal is not _SEAL:
+            raise TypeError("dtype records are made by indirect_buffer itself")
+        self.fmt = fmt
+        self.itemsize = itemsize
+        self.dtype = dtype
+
+
 cdef object _numpy_dtype(object np, bytes fmt, Py_ssize_t itemsize):
-    key = (fmt, itemsize)
-    dt = _numpy_dtype_cache.get(key)
-    if dt is None:
-        # Let NumPy parse the PEP 3118 format from a tiny direct export, so every struct format
-        # NumPy understands maps exactly as it would for any buffer.
-        probe = _new_owned(1, 1, fmt, itemsize, False)
-        try:
-            arr = np.asarray(probe.direct_view())
-        except Exception as exc:
-            raise ValueError(f"NumPy cannot represent format {fmt.decode('ascii')!r}: "
-                             f"{exc}") from None
-        # A sub-array format ('2i') comes back as extra trailing dimensions.
-        dt = arr.dtype if arr.ndim == 2 else np.dtype((arr.dtype, arr.shape[2:]))
-        if dt.itemsize != itemsize:
-            raise ValueError(f"NumPy reads format {fmt.decode('ascii')!r} as {dt} of "
-                             f"{dt.itemsize} bytes, not {itemsize}")
-        if len(_numpy_dtype_cache) < _NUMPY_DTYPE_CACHE_MAX:
-            _numpy_dtype_cache[key] = dt
+    """The dtype NumPy reads the format as (never one holding Python objects)."""
+    cdef _DtypeRecord record
+    cached = _numpy_dtype_cache.get(fmt)
+    if type(cached) is _DtypeRecord:
+        record = <_DtypeRecord>cached
+        if record.fmt == fmt and record.itemsize == itemsize:
+            return record.dtype
+    # Let NumPy parse the PEP 3118 format from a tiny direct export, so every struct format
+    # NumPy understands maps exactly as it would for any buffer.
+    probe = _new_owned(1, 1, fmt, itemsize, False)
+    try:
+        arr = np.asarray(probe.direct_view())
+    except Exception as exc:
+        raise ValueError(f"NumPy cannot represent format {fmt.decode('ascii')!r}: "
+                         f"{exc}") from None
+    # A sub-array format ('2i') comes back as extra trailing dimensions.
+    dt = arr.dtype if arr.ndim == 2 else np.dtype((arr.dtype, arr.shape[2:]))
+    if dt.itemsize != itemsize or dt.hasobject:
+        raise ValueError(f"NumPy reads format {fmt.decode('ascii')!r} as {dt} of "
+                         f"{dt.itemsize} bytes, not as {itemsize} bytes of plain data")
+    if len(_numpy_dtype_cache) < _NUMPY_DTYPE_CACHE_MAX:
+        _numpy_dtype_cache[fmt] = _DtypeRecord(_SEAL, fmt, itemsize, dt)
     return dt
 
 
@@ -91,7 +112,8 @@ def as_indirect(obj, format=None, bint readonly=True, indirect=None):
         if view is not None and (want is None or want == _canonical_format(view.format_)):
             return view
         if view is not None:
-            view.release()
+            obj = view  # converted to the wanted format below (NumPy cannot read obj itself
+            #            if it is PIL-style; the view it can, through to_numpy())
         else:
             # Rows that are not contiguous, or a PIL-style buffer (indirect in any dimension,
             # which NumPy cannot read): the copy engine follows every suboffset.
@@ -193,18 +215,16 @@ cdef IndirectMemory _as_indirect_nd(object obj, object format, object want, bint
             view = _view_nd(obj, indirect, readonly)
         except BufferError:
             view = None
-        if view is not None and (want is None or want == _canonical_format(view.format_)):
-            return view
-        if view is not None:
-            view.release()
-        else:
+        if view is None:
             # Not contiguous where it must be, or itself indirect: the copy engine follows
             # every suboffset.
             view = _copy_of_buffer_nd(obj, indirect)
-            if view is not None and (want is None or want == _canonical_format(view.format_)):
-                if readonly:
-                    view.make_read_only()
+            if view is not None and readonly:
+                view.make_read_only()
+        if view is not None:
+            if want is None or want == _canonical_format(view.format_):
                 return view
+            obj = view  # converted to the wanted format below, through to_numpy()
     np = _import_numpy("as_indirect")
     if isinstance(obj, IndirectMemory):
         obj = (<IndirectMemory>obj).to_numpy()

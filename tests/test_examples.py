@@ -670,6 +670,40 @@ def test_ctypes_views_outlive_wrappers(subprocess_python, examples_root):
     """)
 
 
+def test_ctypes_model_in_a_cycle_with_a_resurrecting_finalizer(subprocess_python,
+                                                               examples_root):
+    # The garbage collector runs the finalizers of a cycle while the cycle is intact: the
+    # model must not be freed then (the nanny is outside the cycle), whatever another
+    # finalizer of the same garbage does with the coefficients.
+    subprocess_python("""
+        import gc
+        import numpy as np
+        from ib_examples import ctypes_only as ct
+        base = ct.live_allocations()
+        saved = []
+
+        class Logger:
+            def __del__(self):
+                saved.append(self.coef)  # resurrects coef, and through it the model's table
+
+        model = ct.Model(2, 3)
+        model.cached = model.coef()      # a cycle: model -> coef -> ... -> model
+        log = Logger()
+        log.coef = model.cached
+        model.log = log
+        del model, log
+        gc.collect()
+        coef = saved.pop()
+        assert ct.live_allocations() == base + 4
+        np.testing.assert_array_equal(coef.to_numpy(), np.eye(2, 3))
+        coef.copy_from(np.ones((2, 3)))
+        del coef
+        gc.collect()
+        assert ct.live_allocations() == base, ct.live_allocations() - base
+        print("ok")
+    """)
+
+
 # -- N-D: double*** tensors and frames -------------------------------------------------------
 
 def _index_tensor(n0, n1, n2):

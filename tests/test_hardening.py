@@ -919,3 +919,197 @@ def test_ctypes_call_inside_pinned_cannot_race_release():
         if refused[0] > 0:
             break
     assert refused[0] > 0, "the other thread never tried to release"
+
+
+# =============================================================================================
+# Findings of the second attack (each reproduced as it was found, then the class checked)
+# =============================================================================================
+
+@isolated
+def test_formats_with_a_nul_character_are_refused(helpers_dir):
+    # C reads a format up to its first NUL: b"q\x00b" must not pass as "q" (or as "b").
+    mod = _hostile.load_module("ib_hardening_helpers", helpers_dir)
+    m = IndirectMemory2D.create_memory(2, 3, "b")
+    for bad in (b"q\x00b", b"b\x00", "b\x00", "q\x00b", b"@b\x00"):
+        exc = expect((TypeError, ValueError), mod.checked_table, m, bad, False)
+        with pytest.raises((TypeError, ValueError)):
+            with m.pinned(bad):
+                pass
+        assert "NUL" in str(exc) or "format" in str(exc)
+    for bad in ("d\x00", b"i\x00i"):
+        expect(ValueError, IndirectMemory2D.create_memory, 1, 1, bad)
+        expect(ValueError, m.reinterpret_data, bad)
+    assert m.export_count == 0
+
+
+@pytest.mark.parametrize("how", ["view_from_rows", "collection", "view_from_array",
+                                 "copy_from", "copy_to", "as_indirect", "structured"])
+@isolated
+def test_elements_holding_python_objects_are_never_copied_as_bytes(how):
+    from indirect_buffer import IndirectMemory
+    a = np.empty((2, 2), dtype=object)
+    a[...] = [[bytearray(10), "x"], [None, 3]]
+    if how == "structured":  # an object field inside a structure; a field *named* O is fine
+        a = np.zeros((2, 2), dtype=[("Oname", "<i4"), ("obj", "O")])
+        named = np.zeros((2, 2), dtype=[("Oscar", "<i4")])
+        assert IndirectMemory2D.view_from_rows(named).shape == (2, 2)
+    # (Only an object of our own: the refcounts of None, small ints and strings move anyway.)
+    before = sys.getrefcount(a[0, 0]) if a.dtype == object else None
+    for _ in range(2):  # the second time after NumPy's dtype may have been learned
+        with pytest.raises(BufferError, match="Python objects"):
+            if how in ("view_from_rows", "structured"):
+                IndirectMemory2D.view_from_rows(a)
+            elif how == "collection":
+                BufferCollection2D([a[0], a[1]])
+            elif how == "view_from_array":
+                IndirectMemory.view_from_array(a[None])
+            elif how == "copy_from":
+                IndirectMemory2D.create_memory(2, 2, "q").copy_from(a, cast=True)
+            elif how == "copy_to":
+                m = IndirectMemory2D.create_memory(2, 2, "q")
+                m.copy_from(np.full((2, 2), 0x4141414141414141))
+                m.copy_to(a, cast=True)
+            else:
+                as_indirect(a)
+    if before is not None:
+        assert sys.getrefcount(a[0, 0]) == before
+
+
+@isolated
+def test_from_ctype_ptr_reads_the_table_after_running_element_code():
+    # The element type's __init__ (run to learn its format) re-points the table pointer.
+    armed = []
+
+    class EvilInt(ctypes.c_int):
+        def __init__(self, *args):
+            ctypes.c_int.__init__(self, *args)
+            if armed:
+                p.contents = ctypes.POINTER(EvilInt)()  # frees the row table
+
+    row = ctypes.POINTER(EvilInt)((EvilInt * 3)(1, 2, 3))
+    p = ctypes.POINTER(ctypes.POINTER(EvilInt))(row)
+    del row
+    armed.append(1)
+    # Either the table as it is after the re-pointing (NULL: refused) or a table kept alive.
+    try:
+        m = IndirectMemory2D.from_ctype_ptr(p, 1, 3)
+    except ValueError as exc:
+        assert "NULL" in str(exc)
+    else:
+        assert memoryview(m).tolist() == [[1, 2, 3]]
+    armed.clear()
+
+
+@pytest.mark.parametrize("which", ["2d", "nd"])
+@isolated
+def test_from_address_keeps_what_a_lying_ctypes_subclass_hides(which):
+    from indirect_buffer import IndirectMemory
+    IntP = ctypes.POINTER(ctypes.c_int)
+
+    class LyingPP(ctypes.POINTER(IntP)):
+        _type_ = IntP
+        _objects = None  # hides ctypes' own references from a plain getattr
+
+        @property
+        def value(self):
+            return 0
+
+    row = IntP((ctypes.c_int * 3)(1, 2, 3))
+    p = LyingPP(row)
+    del row
+    m = (IndirectMemory2D.from_address(p, 1, 3, "i") if which == "2d" else
+         IndirectMemory.from_address(p, (1, 3), "i"))
+    p.contents = IntP()  # re-pointing drops ctypes' own reference to the table
+    gc.collect()
+    assert m.to_numpy().tolist() == [[1, 2, 3]]
+
+    class LyingVoid(ctypes.c_void_p):
+        @property
+        def value(self):  # the pointer read from the object's storage, not from here
+            return 16
+
+    buf = (ctypes.c_int * 3)(4, 5, 6)
+    tab = (ctypes.c_void_p * 1)(ctypes.addressof(buf))
+    q = LyingVoid(ctypes.addressof(tab))
+    m2 = IndirectMemory2D.from_address(q, 1, 3, "i", memory_nanny=(buf, tab))
+    assert m2.to_numpy().tolist() == [[4, 5, 6]]
+
+
+@isolated
+def test_the_numpy_dtype_cache_cannot_be_poisoned():
+    m = IndirectMemory2D.create_memory(1, 2, "q")
+    m.copy_from(np.array([[0x4141414141414141, 0x10]]))
+    expected = m.to_numpy().tolist()
+    poisoned = 0
+    for d in gc.get_objects():
+        # The cache behind to_numpy(): its values name the dtype they hold.
+        if isinstance(d, dict) and any(type(v).__name__ in ("_DtypeRecord", "Int64DType")
+                                       for v in list(d.values())):
+            records = list(d.values())
+            for k in list(d):
+                d[k] = np.dtype(object)  # a forged value
+            d[b"q"] = next((r for r in records if type(r).__name__ == "_DtypeRecord"),
+                           np.dtype(object))  # another format's genuine record
+            poisoned += 1
+    assert poisoned
+    assert m.to_numpy().tolist() == expected
+    assert m.to_numpy().dtype == np.dtype("q")
+
+
+@isolated
+def test_as_indirect_converts_pil_buffers_whatever_their_rows():
+    import _testbuffer as tb
+    pil = tb.ndarray(list(range(6)), shape=[2, 3], format="i", flags=tb.ND_PIL)
+    want = [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    assert as_indirect(pil, format="d").to_numpy().tolist() == want
+    assert as_indirect(pil[:, ::-1], format="d").to_numpy().tolist() == [r[::-1] for r in want]
+    pil3 = tb.ndarray(list(range(12)), shape=[2, 2, 3], format="i", flags=tb.ND_PIL)
+    got = as_indirect(pil3, format="d", indirect=(0,)).to_numpy()
+    assert got.tolist() == np.arange(12.0).reshape(2, 2, 3).tolist()
+
+
+@isolated
+def test_zero_itemsize_dtypes_never_reach_the_numpy_fast_path():
+    a = np.zeros((2, 3), dtype="V0")
+    for _ in range(3):
+        expect(BufferError, BufferCollection2D, [a[0], a[1]])
+        expect(BufferError, IndirectMemory2D.view_from_rows, a)
+
+
+@isolated
+def test_warn_on_write_arrays_are_read_only_as_numpy_exports_them():
+    import warnings
+    src = np.zeros(3)
+    x = np.broadcast_arrays(src, np.zeros((2, 3)))[0]
+    oracle = memoryview(x).readonly
+    for _ in range(3):
+        if oracle:
+            expect(BufferError, IndirectMemory2D.view_from_rows, x)
+            assert IndirectMemory2D.view_from_rows(x, readonly=True).readonly
+            assert BufferCollection2D([x[0], x[1]]).readonly
+        else:  # a NumPy whose broadcast results are plainly writable
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                IndirectMemory2D.view_from_rows(x)
+    assert src.tolist() == [0.0, 0.0, 0.0]
+
+
+@needs_pep688
+@isolated
+def test_a_python_class_posing_as_numpy_ndarray_is_not_read_directly():
+    import types
+
+    class FakeArray:
+        __slots__ = ("a", "b", "c", "d", "e", "f", "g")
+
+        def __buffer__(self, flags):
+            return memoryview(bytearray(8)).cast("d")
+
+    real_numpy = sys.modules["numpy"]
+    sys.modules["numpy"] = types.SimpleNamespace(ndarray=FakeArray, zeros=real_numpy.zeros)
+    try:
+        for _ in range(3):
+            c = BufferCollection2D([FakeArray(), FakeArray()])
+            assert c.shape == (2, 1) and c.to_numpy().tolist() == [[0.0], [0.0]]
+    finally:
+        sys.modules["numpy"] = real_numpy

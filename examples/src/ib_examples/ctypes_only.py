@@ -3,7 +3,7 @@
     m = matrix_new(2, 3)                     # C allocates; a Python nanny calls ib_matrix_free
     memoryview(m)[1, 2] = 4.0
     matrix_scale(m, 0.5); matrix_sum(m)      # 2.0
-    model = Model(2, 3); coef = model.coef() # borrowed table; coef keeps model alive
+    model = Model(2, 3); coef = model.coef() # borrowed table; coef keeps the C model alive
 
 Which shared library: $IB_LIBIBMATRIX if set (e.g. clib/libibmatrix.so from
 `make -C clib shared`), else the copy of clib that setup.py compiled into this package as the
@@ -11,8 +11,9 @@ extension module ib_examples._clib_shared (an empty module that exports the ib_*
 a plain `pip install` is enough.
 
 IndirectMemory2D.from_ctype_ptr(ptr, rows, cols, memory_nanny=...) wraps a POINTER(POINTER(T))
-result; the nanny is any Python object, here one whose __del__ calls the library's free
-function. Tables go back into C inside `with mem.pinned("d", writable=...) as address:`:
+result; the nanny is any Python object, here a small one whose __del__ calls the library's
+free function (and that references nothing else, so that it can never be in a reference
+cycle). Tables go back into C inside `with mem.pinned("d", writable=...) as address:`:
 pinned() makes the checks that Cython code gets from double_table() (element format,
 writability, rows starting at table[i], not released) and keeps the memory from being
 released until the block ends. That matters here: ctypes releases the GIL during every foreign
@@ -64,7 +65,14 @@ def live_allocations():
 
 
 class _CallOnce:
-    """Memory nanny: calls free_fn(*args) once, when the last wrapper/view holding it is gone."""
+    """Memory nanny: calls free_fn(*args) once, when the last wrapper/view holding it is gone.
+
+    It holds nothing but the free function and its arguments, so it can never be part of a
+    reference cycle: the garbage collector runs the __del__ of objects in a cycle while the
+    cycle is still intact (PEP 442), and a nanny in one could free memory that a wrapper in
+    the same cycle still points to. Outside any cycle, its __del__ runs only once every
+    wrapper holding it is gone.
+    """
 
     def __init__(self, free_fn, *args):
         self._free = free_fn
@@ -114,25 +122,28 @@ def matrix_scale(mem, factor):
 
 
 class Model:
-    """Owns one ib_model*; coef() views its table and keeps the Model alive."""
+    """Owns one ib_model*; coef() views its table and keeps the model alive.
+
+    The model is freed by a _CallOnce that this object and every coef() view hold: when the
+    last of them is gone. (Not by a Model.__del__: a Model may well end up in a reference
+    cycle with its own coef() views, e.g. by caching one, and see _CallOnce for why a nanny
+    must stay out of cycles.)
+    """
 
     def __init__(self, rows, cols):
         _check_shape(rows, cols)
-        self._ptr = None  # __del__ must work even if ib_model_new fails
         self.rows, self.cols = rows, cols
-        self._ptr = lib.ib_model_new(rows, cols)
-        if not self._ptr:
+        ptr = lib.ib_model_new(rows, cols)
+        if not ptr:
             raise MemoryError(f"ib_model_new({rows}, {cols}) failed")
-
-    def __del__(self):
-        if self._ptr:
-            lib.ib_model_free(self._ptr)
-            self._ptr = None
+        self._ptr = ptr
+        self._owner = _CallOnce(lib.ib_model_free, ptr)
 
     def coef(self, readonly=False):
         """The coefficient table, zero-copy; valid as long as the result (or a view) lives."""
         return IndirectMemory2D.from_ctype_ptr(lib.ib_model_coef(self._ptr), self.rows,
-                                               self.cols, readonly=readonly, memory_nanny=self)
+                                               self.cols, readonly=readonly,
+                                               memory_nanny=self._owner)
 
     def predict(self, x):
         """coef . x as a list (C reads the coefficient table)."""
