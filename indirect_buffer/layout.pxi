@@ -71,10 +71,15 @@ cdef unsigned int _parse_indirect(object indirect, int ndim) except? 0:
     return mask
 
 
-cdef int _check_mask(unsigned int mask, int ndim) except -1:
-    """A mask from C (cdef API): at least one dimension, never the last."""
+cdef int _check_layout(int ndim, const Py_ssize_t* shape, unsigned int mask) except -1:
+    """A layout that may come from C (cdef API): 2 to IB_MAX_NDIM dimensions of sizes >= 0,
+    at least one indirect dimension, never the last."""
+    cdef int d
     if ndim < 2 or ndim > IB_MAX_NDIM:
         raise ValueError(f"ndim must be 2 to {IB_MAX_NDIM}, got {ndim}")
+    for d in range(ndim):
+        if shape[d] < 0:
+            raise ValueError(f"shape[{d}] must be >= 0, got {shape[d]}")
     if mask == 0 or mask >> (ndim - 1) != 0:
         raise ValueError(f"indirect mask {mask:#x} must name dimensions 0 to {ndim - 2} only, "
                          "and at least one")
@@ -235,7 +240,7 @@ cdef IndirectMemory _new_owned_nd(int ndim, const Py_ssize_t* shape, bytes fmt,
     """Owned zeroed memory of a validated layout: one data block and one block of tables."""
     cdef Py_ssize_t strides[IB_MAX_NDIM]
     cdef Py_ssize_t suboffsets[IB_MAX_NDIM]
-    _check_mask(mask, ndim)
+    _check_layout(ndim, shape, mask)
     cdef Py_ssize_t total = _nd_bytes(ndim, shape, itemsize)
     cdef Py_ssize_t slots = _table_slots(ndim, shape, mask)
     _layout_strides(ndim, shape, mask, itemsize, NULL, strides, suboffsets)
@@ -262,7 +267,7 @@ cdef IndirectMemory _wrap_nd(void* ptr, int ndim, const Py_ssize_t* shape, bytes
     checked for NULL (a NULL one would crash the first consumer that follows it)."""
     cdef Py_ssize_t strides[IB_MAX_NDIM]
     cdef Py_ssize_t suboffsets[IB_MAX_NDIM]
-    _check_mask(mask, ndim)
+    _check_layout(ndim, shape, mask)
     _nd_bytes(ndim, shape, itemsize)
     _table_slots(ndim, shape, mask)
     _layout_strides(ndim, shape, mask, itemsize, offsets, strides, suboffsets)
