@@ -9,7 +9,8 @@
 #   asan    pip install . with -fsanitize=address, run the suite under libasan
 #   keep    keep the virtualenv (its path is printed) instead of removing it
 #
-# Extra pytest arguments can be passed through the environment: IB_PYTEST_ARGS="-k collection".
+# Extra pytest arguments can be passed through the environment: IB_PYTEST_ARGS="-k collection";
+# IB_PYTEST_FILES="test_memory.py test_readme.py" runs only those files of tests/.
 set -eu
 
 PYTHON=${1:-python3}
@@ -102,6 +103,11 @@ echo "== [$STEPS/$STEPS] running the test suite (pytest, a few minutes)"
 
 # Run from outside the checkout so that `import indirect_buffer` finds the installed package.
 cd "$WORK"
+TESTS="$ROOT/tests"
+if [ -n "${IB_PYTEST_FILES:-}" ]; then
+  TESTS=
+  for f in $IB_PYTEST_FILES; do TESTS="$TESTS $ROOT/tests/$f"; done
+fi
 set +e
 if [ "$MODE" = "asan" ]; then
   LIBASAN=$(gcc -print-file-name=libasan.so)
@@ -110,9 +116,9 @@ if [ "$MODE" = "asan" ]; then
   # PYTHONMALLOC=malloc: Python objects come from malloc instead of pymalloc's arenas, so ASan
   # sees every freed object (a use after free of a Python object is reported, not missed).
   LD_PRELOAD="$LIBASAN" ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1" \
-    PYTHONMALLOC=malloc IB_SANITIZE=address "$VPY" -m pytest "$ROOT/tests" -p no:cacheprovider -q ${IB_PYTEST_ARGS:-}
+    PYTHONMALLOC=malloc IB_SANITIZE=address "$VPY" -m pytest $TESTS -p no:cacheprovider -q ${IB_PYTEST_ARGS:-}
 else
-  "$VPY" -m pytest "$ROOT/tests" -p no:cacheprovider -q ${IB_PYTEST_ARGS:-}
+  "$VPY" -m pytest $TESTS -p no:cacheprovider -q ${IB_PYTEST_ARGS:-}
 fi
 STATUS=$?
 set -e
