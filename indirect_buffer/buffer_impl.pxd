@@ -90,7 +90,7 @@ cdef class IndirectMemory:
     cdef void unpin(self) noexcept
 
     # The checks behind every checked table and pinned(): alive, format, writable, and every
-    # suboffset equal to row_offset (the layout itself is checked by the tables).
+    # suboffset equal to row_offset (-1: any; the layout itself is checked by the tables).
     cdef int _check_table_request(self, object format, bint writable,
                                   Py_ssize_t row_offset) except -1
 

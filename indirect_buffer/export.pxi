@@ -94,6 +94,7 @@ cdef char* _block_start(IndirectMemory mem) except? NULL:
         if status < 0:
             _raise_null(w.null_dim, w.idx, None)
         if _run(&w) != first + n * run_bytes:
+            _check_pointers(mem)  # a NULL pointer further on is the better message
             if last == 1:
                 raise BufferError(f"rows are not back to back in memory (row {n} is not "
                                   f"{run_bytes} bytes after row {n - 1})")

@@ -120,7 +120,10 @@ cdef int _parse_offsets(object offsets, unsigned int mask, int ndim,
     for k, v in enumerate(items):
         if isinstance(v, bool):
             raise TypeError("offsets must be ints, not bool")
-        value = operator.index(v)
+        try:
+            value = operator.index(v)
+        except TypeError:
+            raise TypeError(f"offsets[{k}] must be an int, not {type(v).__name__}") from None
         if value < 0 or value > PY_SSIZE_T_MAX:
             raise ValueError(f"offsets[{k}] must be >= 0, got {value}")
         out[<int>dims[k]] = value
@@ -148,6 +151,8 @@ cdef Py_ssize_t _table_slots(int ndim, const Py_ssize_t* shape, unsigned int mas
     cdef Py_ssize_t count = 1, total = 0
     cdef int d
     for d in range(ndim - 1):
+        if mask >> d == 0:
+            break  # no table after this: the sizes that follow are the data's
         if shape[d] != 0 and count > (PY_SSIZE_T_MAX // <Py_ssize_t>sizeof(void*)) // shape[d]:
             raise MemoryError(f"the pointer tables of shape {_shape_text(shape, 0, ndim)} "
                               "overflow")

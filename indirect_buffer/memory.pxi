@@ -110,7 +110,7 @@ cdef class IndirectMemory:
                                   Py_ssize_t row_offset) except -1:
         """What every checked table hands out is: alive, of the element format asked for
         (None: any), writable if asked, with the offset the caller's C API expects after
-        every pointer."""
+        every pointer (-1: any, for a caller that reads the offsets itself)."""
         cdef int d
         self._check_alive()
         if format is not None and format is not self.format_ and \
@@ -121,7 +121,7 @@ cdef class IndirectMemory:
         if writable and self.readonly_:
             raise BufferError("writable table requested from read-only memory")
         for d in range(self.ndim_):
-            if self.suboffsets_[d] >= 0 and self.suboffsets_[d] != row_offset:
+            if row_offset >= 0 and self.suboffsets_[d] >= 0 and self.suboffsets_[d] != row_offset:
                 where = ("the table's rows start" if self.ndim_ == 2 else
                          f"the data behind dimension {d} starts")
                 raise ValueError(f"{where} {self.suboffsets_[d]} bytes after each row pointer "
@@ -215,21 +215,23 @@ cdef class IndirectMemory:
         self.pins -= 1
         self.exports -= 1
 
-    def pinned(self, format=None, writable=False, Py_ssize_t row_offset=0):
+    def pinned(self, format=None, writable=False, Py_ssize_t row_offset=0, offsets=None):
         """Context manager for C calls from ctypes/cffi: `with mem.pinned("d") as address:`.
 
         __enter__ checks the memory like the Cython typed tables do (not released; element
         format `format` if given, TypeError otherwise; writable if asked, BufferError
-        otherwise; the data `row_offset` bytes after every pointer, ValueError otherwise)
-        and returns the integer address of the table. Until __exit__ the memory counts as
-        exported: release(), reinterpret_data() and make_read_only() raise BufferError, from
-        any thread.
+        otherwise; the data `row_offset` bytes after every pointer, or offsets[k] bytes
+        after those of the k-th indirect dimension when `offsets` is given, ValueError
+        otherwise) and returns the integer address of the table. Until __exit__ the memory
+        counts as exported: release(), reinterpret_data() and make_read_only() raise
+        BufferError, from any thread.
         """
         cdef _Pinned pin = _Pinned.__new__(_Pinned)
         pin.mem = self
         pin.format = format
         pin.writable = bool(writable)
         pin.row_offset = row_offset
+        pin.offsets = None if offsets is None else tuple(offsets)
         return pin
 
     # -- buffer protocol ----------------------------------------------------------------------
