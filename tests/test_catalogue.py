@@ -23,7 +23,7 @@ BEGIN, END = "<!-- catalogue:begin -->", "<!-- catalogue:end -->"
 HARNESS = r'''
 import copy, ctypes, json, pickle, sys
 import _testbuffer
-from indirect_buffer import BufferCollection2D, IndirectMemory2D, as_indirect
+from indirect_buffer import BufferCollection2D, IndirectMemory, IndirectMemory2D, as_indirect
 from indirect_buffer import nannies
 if NEEDS_NUMPY:
     import numpy as np
@@ -53,6 +53,18 @@ def exported(view=memoryview):
     m = mem()
     KEEP.append(view(m))
     return m
+
+
+def mem3(readonly=False, indirect=None):
+    """A 2x3x4 'd' IndirectMemory: a T*** unless indirect says otherwise."""
+    return IndirectMemory.create_memory((2, 3, 4), "d", indirect=indirect, readonly=readonly)
+
+
+def table3(n0=2, n1=3, n2=4):
+    """A ctypes double*** of n0 x n1 x n2 with valid tables and rows (an array of POINTER(P))."""
+    PP = ctypes.POINTER(P)
+    return (PP * n0)(*[ctypes.cast((P * n1)(*[ctypes.cast((ctypes.c_double * n2)(), P)
+                                              for _ in range(n1)]), PP) for _ in range(n0)])
 '''
 
 RUNNER = r'''
@@ -66,6 +78,7 @@ else:
 
 T = "t = table()"
 NULLS = "t = (P * 2)()"
+T3 = "t = table3()"
 
 SECTIONS = [
     ("Negative, huge and overflowing sizes", [
@@ -453,6 +466,127 @@ SECTIONS = [
          "TypeError", ""),
         ("pickle_pinned", "pickle.dumps(mem().pinned())",
          "TypeError", "cannot pickle"),
+    ]),
+    ("N-D memory: shapes and indirect dimensions", [
+        ("nd_shape_1d", 'IndirectMemory.create_memory((3,), "d")',
+         "ValueError", "shape must have 2 to 8 dimensions, got 1"),
+        ("nd_shape_9d", 'IndirectMemory.create_memory((1,) * 9, "d")',
+         "ValueError", "shape must have 2 to 8 dimensions, got 9"),
+        ("nd_shape_negative", 'IndirectMemory.create_memory((2, -1, 3), "d")',
+         "ValueError", "shape[1] must be >= 0, got -1"),
+        ("nd_shape_bool", 'IndirectMemory.create_memory((2, True, 3), "d")',
+         "TypeError", "shape[1] must be an int, not bool"),
+        ("nd_shape_float", 'IndirectMemory.create_memory((2, 3, 4.0), "d")',
+         "TypeError", "shape[2] must be an int, not float"),
+        ("nd_shape_int", 'IndirectMemory.create_memory(6, "d")',
+         "TypeError", "shape must be a sequence of ints, not int"),
+        ("nd_data_overflow", 'IndirectMemory.create_memory((2**40, 2**40, 8), "d")',
+         "MemoryError", "shape (1099511627776, 1099511627776, 8) of 8-byte elements overflows"),
+        ("nd_table_overflow", 'IndirectMemory.create_memory((2**40, 2**40, 0), "d")',
+         "MemoryError", "the pointer tables of shape (1099511627776, 1099511627776, 0) overflow"),
+        ("nd_huge_allocation",
+         'IndirectMemory.create_memory((2**20, 2**30, 2**10), "B", indirect=(0,))',
+         "MemoryError", "cannot allocate memory of shape"),
+        ("nd_huge_tables", 'IndirectMemory.create_memory((2**30, 2**29, 0), "B")',
+         "MemoryError", "cannot allocate memory of shape"),
+        ("nd_size_beyond_ssize_t", 'IndirectMemory.create_memory((2**64, 1, 1), "d")',
+         "MemoryError", "shape[0] = 18446744073709551616 is too large"),
+        ("nd_indirect_empty", 'IndirectMemory.create_memory((2, 3, 4), "d", indirect=())',
+         "ValueError", "indirect must name at least one dimension"),
+        ("nd_indirect_out_of_range", 'IndirectMemory.create_memory((2, 3, 4), "d", indirect=(3,))',
+         "ValueError", "indirect dimension 3 is out of range for 3 dimensions"),
+        ("nd_indirect_negative", 'IndirectMemory.create_memory((2, 3, 4), "d", indirect=(-1,))',
+         "ValueError", "indirect dimension -1 is out of range for 3 dimensions"),
+        ("nd_indirect_last_dimension",
+         'IndirectMemory.create_memory((2, 3, 4), "d", indirect=(0, 2))',
+         "ValueError", "(the last dimension holds the elements)"),
+        ("nd_indirect_twice", 'IndirectMemory.create_memory((2, 3, 4), "d", indirect=(1, 1))',
+         "ValueError", "indirect dimension 1 is given twice"),
+        ("nd_indirect_bool", 'IndirectMemory.create_memory((2, 3, 4), "d", indirect=(True,))',
+         "TypeError", "indirect dimensions must be ints, not bool"),
+        ("nd_indirect_int", 'IndirectMemory.create_memory((2, 3, 4), "d", indirect=0)',
+         "TypeError", "indirect must be a sequence of dimensions, not int"),
+        ("nd_instantiate_directly", "IndirectMemory()",
+         "TypeError", "cannot be instantiated directly"),
+        ("nd_subclass", 'type("Sub", (IndirectMemory,), {})',
+         "TypeError", "not an acceptable base type"),
+        ("nd_pickle", "pickle.dumps(mem3())",
+         "TypeError", "cannot pickle IndirectMemory: it holds raw pointers"),
+    ]),
+    ("N-D memory: pointer structures, offsets and NULL pointers", [
+        ("nd_from_address_null", 'IndirectMemory.from_address(0, (2, 3, 4), "d")',
+         "ValueError", "the pointer table is NULL"),
+        ("nd_null_table_pointer",
+         f"{T3}\nt[1] = ctypes.POINTER(P)()\nIndirectMemory.from_ctype_ptr(t, (2, 3, 4))",
+         "ValueError", "row 1 of the pointer table is NULL"),
+        ("nd_null_row_pointer", f"{T3}\nt[1][2] = P()\nIndirectMemory.from_ctype_ptr(t, (2, 3, 4))",
+         "ValueError", "element (1, 2) of the memory is behind a NULL pointer (in dimension 1)"),
+        ("nd_from_address_null_row_pointer",
+         (f'{T3}\nt[0][1] = P()\nIndirectMemory.from_address(ctypes.addressof(t), (2, 3, 4), "d", '
+          'memory_nanny=t)'),
+         "ValueError", "element (0, 1) of the memory is behind a NULL pointer (in dimension 1)"),
+        ("nd_repointed_to_null",
+         f"{T3}\nm = IndirectMemory.from_ctype_ptr(t, (2, 3, 4))\nt[0][1] = P()\nm.to_numpy()",
+         "ValueError", "element (0, 1) of the source is behind a NULL pointer (in dimension 1)"),
+        ("nd_offsets_wrong_length",
+         (f'{T3}\nIndirectMemory.from_address(ctypes.addressof(t), (2, 3, 4), "d", '
+          'memory_nanny=t, offsets=(8,))'),
+         "ValueError", "offsets needs one value per indirect dimension (0, 1), got 1"),
+        ("nd_offsets_negative",
+         (f'{T3}\nIndirectMemory.from_address(ctypes.addressof(t), (2, 3, 4), "d", '
+          'memory_nanny=t, offsets=(0, -8))'),
+         "ValueError", "offsets[1] must be >= 0, got -8"),
+        ("nd_offsets_bool", f"{T3}\nIndirectMemory.from_ctype_ptr(t, (2, 3, 4), offsets=(True, 0))",
+         "TypeError", "offsets must be ints, not bool"),
+        ("nd_ctypes_too_few_dimensions", "IndirectMemory.from_ctype_ptr(table3(), (2, 12))",
+         "ValueError", "a ctypes table of 2 pointer level(s) needs at least 3 dimensions"),
+        ("nd_ctypes_more_than_table", "IndirectMemory.from_ctype_ptr(table3(), (3, 3, 4))",
+         "BufferError", "ctypes table has 2 entries, 3 requested"),
+        ("nd_ctypes_null_pointer",
+         "IndirectMemory.from_ctype_ptr(ctypes.POINTER(ctypes.POINTER(P))(), (2, 3, 4))",
+         "ValueError", "the ctypes pointer table is NULL"),
+    ]),
+    ("N-D memory: views, copies and consumers", [
+        ("nd_view_not_contiguous",
+         "IndirectMemory.view_from_array(np.zeros((2, 3, 8))[:, :, ::2])",
+         "BufferError", "not C-contiguous after its last indirect dimension 1: dimension 2 has "
+         "stride 16, C-contiguous needs 8"),
+        ("nd_view_frames_not_contiguous",
+         "IndirectMemory.view_from_array(np.zeros((2, 6, 4))[:, ::2], indirect=(0,))",
+         "BufferError", "dimension 1 has stride 64, C-contiguous needs 32"),
+        ("nd_view_of_indirect_memory", "IndirectMemory.view_from_array(mem3())",
+         "BufferError", "the source is itself indirect"),
+        ("nd_view_1d", "IndirectMemory.view_from_array(np.zeros(4))",
+         "BufferError", "expected a buffer of 2 to 8 dimensions, got 1-D"),
+        ("nd_view_of_readonly_array",
+         "a = np.zeros((2, 3, 4))\na.flags.writeable = False\nIndirectMemory.view_from_array(a)",
+         "BufferError", "pass readonly=True"),
+        ("nd_direct_view_not_one_block",
+         "IndirectMemory.view_from_array(np.zeros((2, 3, 5))[:, :, 1:]).direct_view()",
+         "BufferError", "rows are not back to back in memory"),
+        ("nd_copy_shape_mismatch", "mem3().copy_from(np.zeros((2, 4, 3)))",
+         "BufferError", "shape mismatch"),
+        ("nd_copy_into_readonly", "mem3(readonly=True).copy_from(np.zeros((2, 3, 4)))",
+         "BufferError", "cannot copy into IndirectMemory"),
+        ("nd_consumer_without_indirect",
+         "_testbuffer.ndarray(mem3(), getbuf=_testbuffer.PyBUF_RECORDS_RO)",
+         "BufferError", "IndirectMemory is an indirect (T***) buffer: the consumer must request "
+         "PyBUF_INDIRECT"),
+        ("nd_numpy_asarray", "np.asarray(mem3(indirect=(1,)))",
+         "BufferError", "suboffsets"),
+        ("nd_as_indirect_1d", "as_indirect([1.0, 2.0], indirect=(0,))",
+         "ValueError", "indirect memory needs 2 to 8 dimensions, got an array of shape (2,)"),
+        ("nd_as_indirect_writable_of_readonly",
+         "as_indirect(mem3(readonly=True), indirect=(0, 1), readonly=False)",
+         "BufferError", "writable memory was requested, but the IndirectMemory is read-only"),
+        ("nd_release_while_exported", "m = mem3()\nKEEP.append(memoryview(m))\nm.release()",
+         "BufferError", "cannot release: IndirectMemory has 1 exported buffer(s)"),
+        ("nd_released_shape", "m = mem3()\nm.release()\nm.shape",
+         "ValueError", "operation on released IndirectMemory"),
+        ("nd_pinned_wrong_format", 'mem3().pinned("i").__enter__()',
+         "TypeError", "element format is 'd', not 'i'"),
+        ("nd_reinterpret_indivisible", 'mem3().reinterpret_data("5s")',
+         "ValueError", "row of 32 bytes is not divisible by itemsize 5"),
     ]),
 ]
 
