@@ -4,30 +4,29 @@
 cdef object _cffi_ffi = None  # made on first use: cffi is imported only when given a cdata
 
 
-cdef object _cdata_type = None     # ctypes' base type _CData and its own `_objects`
-cdef object _cdata_objects = None  # getter, found on first use
+# ctypes' own getter of what a ctypes object keeps alive (its b_objects): the `_objects`
+# descriptor of the _CData base type, taken from the _ctypes extension when this module is
+# imported, never from whatever sys.modules["ctypes"] is later. A getter of the C type checks
+# that it is given a real ctypes object, and no subclass can override what it reads.
+import _ctypes
+cdef object _CDATA_OBJECTS = _ctypes._SimpleCData.__base__.__dict__["_objects"]
+del _ctypes
 
 
 cdef object _ctypes_objects(object obj):
-    """What ctypes itself keeps alive for a ctypes instance (its b_objects), read through the
-    _CData base type's own descriptor: a subclass cannot shadow or fake it. None for
-    anything else (cffi cdata keep their memory alive themselves)."""
-    global _cdata_type, _cdata_objects
-    if _cdata_type is None:
-        import ctypes
-        for klass in ctypes.c_int.__mro__:
-            if klass.__module__ == "_ctypes" and klass.__name__ == "_CData":
-                _cdata_type, _cdata_objects = klass, klass.__dict__["_objects"]
-    if _cdata_type is None or not isinstance(obj, _cdata_type):
-        return None
-    return _cdata_objects.__get__(obj, type(obj))
+    """What ctypes itself keeps alive for a ctypes instance; TypeError if obj is not one."""
+    try:
+        return _CDATA_OBJECTS.__get__(obj, type(obj))
+    except TypeError:
+        raise TypeError(f"cannot tell what keeps the memory of {type(obj).__name__} alive: "
+                        "not a ctypes object") from None
 
 
 cdef tuple _ctypes_keepalive(object obj):
-    """What keeps the memory behind a ctypes or cffi pointer object alive: the object and,
-    for ctypes, a frozen snapshot of what ctypes holds for it now, so that re-pointing it
-    (ptr.contents = ...) or emptying a dict reached through gc.get_referents cannot free
-    the table. Runs no Python code of the caller's."""
+    """What keeps the memory behind a ctypes pointer object alive: the object and a frozen
+    snapshot of what ctypes holds for it now, so that re-pointing it (ptr.contents = ...)
+    or emptying a dict reached through gc.get_referents cannot free the table. Runs no
+    Python code of the caller's."""
     return (obj, _frozen(_ctypes_objects(obj)))
 
 

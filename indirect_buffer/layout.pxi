@@ -125,7 +125,7 @@ cdef int _parse_offsets(object offsets, unsigned int mask, int ndim,
         except TypeError:
             raise TypeError(f"offsets[{k}] must be an int, not {type(v).__name__}") from None
         if value < 0 or value > PY_SSIZE_T_MAX:
-            raise ValueError(f"offsets[{k}] must be >= 0, got {value}")
+            raise ValueError(f"offsets[{k}] must be 0 to {PY_SSIZE_T_MAX}, got {value}")
         out[<int>dims[k]] = value
     return 0
 
@@ -286,16 +286,26 @@ cdef IndirectMemory _wrap_nd(void* ptr, int ndim, const Py_ssize_t* shape, bytes
 
 
 cdef int _check_pointers(IndirectMemory mem) except -1:
-    """ValueError if a pointer on the way to an element is NULL."""
+    """ValueError if a pointer that a consumer follows is NULL: every pointer on the way to
+    an element, and where a dimension is empty, every pointer a consumer still follows to
+    index the dimensions before it (memoryview's tolist() does)."""
     cdef Py_buffer view
-    cdef _Side side
-    cdef int d
-    _geometry_view(mem, &view)
+    cdef _Walker w
+    cdef int d, depth = mem.ndim_ - 1, status
     for d in range(mem.ndim_):
         if mem.shape_[d] == 0:
-            return 0  # no element: nothing is followed
-    _prepare(&view, mem.ndim_ - 1, False, &side)
-    _check_no_null(&side, None)
+            # Indexing dimension d-1 reads the slots behind dimension d-2's pointers: those
+            # (dimensions < d-1) must lead somewhere; nothing is read behind the others.
+            depth = d - 1
+            break
+    if depth <= 0:
+        return 0
+    _geometry_view(mem, &view)
+    status = 1 if _walk_start(&w, &view, depth) else -1
+    while status == 1:
+        status = _walk_next(&w)
+    if status < 0:
+        _raise_null(w.null_dim, w.idx, None)
     return 0
 
 

@@ -57,13 +57,14 @@ cdef enum:
 # numpy.ndarray once its layout passed the probe; NULL before (or if it failed).
 cdef PyTypeObject* _ndarray_fast = NULL
 cdef bint _ndarray_probed = False
-# Dtypes seen through a real export: the dtype (as the lookup key), its format and itemsize;
-# _descr_records holds (dtype, format) so that both stay alive (it only grows).
+# Dtypes seen through a real export: the dtype (the lookup key), its format (a bytes object)
+# and itemsize. This module holds a reference to each dtype and format from C, for good: no
+# Python container that code could reach (through the garbage collector) and empty.
 cdef PyObject* _descr_ptrs[_DESCR_CACHE_MAX]
+cdef PyObject* _descr_format_objects[_DESCR_CACHE_MAX]
 cdef const char* _descr_formats[_DESCR_CACHE_MAX]
 cdef Py_ssize_t _descr_itemsizes[_DESCR_CACHE_MAX]
 cdef Py_ssize_t _descr_count = 0
-cdef list _descr_records = []
 
 
 cdef bint _ndarray_layout_matches(object np):
@@ -177,8 +178,10 @@ cdef int _learn_descr(object obj, const Py_buffer* view) except -1:
     if <PyObject*>dtype != descr or dtype.names is not None:
         return 0
     fmt = <bytes>view.format
-    _descr_records.append((dtype, fmt))
+    Py_INCREF(dtype)  # both for good (at most _DESCR_CACHE_MAX of each)
+    Py_INCREF(fmt)
     _descr_ptrs[_descr_count] = descr
+    _descr_format_objects[_descr_count] = <PyObject*>fmt
     _descr_formats[_descr_count] = <const char*>fmt
     _descr_itemsizes[_descr_count] = view.itemsize
     _descr_count += 1

@@ -88,7 +88,12 @@ cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint column
                           f"{elem_stride}, itemsize {view.itemsize}")
     # The exporter vouches for format and itemsize (NumPy's 'Zd' is not a struct format).
     fmt = _format_bytes(view.format)
+    # Used up: for an array read directly they point into it (see _export_ndarray).
+    view.shape = view.strides = NULL
+    cdef IndirectMemory2D self = IndirectMemory2D.__new__(IndirectMemory2D)
+    # Freed by self (also if anything below fails); the data belongs to source (held).
     cdef void** table = <void**>malloc((lines if lines > 0 else 1) * sizeof(void*))
+    self.owned_table = table
     if table == NULL:
         raise MemoryError(f"cannot allocate a table of {lines} row pointers")
     cdef Py_ssize_t i
@@ -99,14 +104,9 @@ cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint column
         if line_sub >= 0:
             p = (<char**>p)[0]
             if p == NULL and length > 0:
-                free(table)
                 raise ValueError(f"row {i} of the source's pointer table is NULL")
             p += line_sub
         table[i] = p
-    # Used up: for an array read directly they point into it (see _export_ndarray).
-    view.shape = view.strides = NULL
-    cdef IndirectMemory2D self = IndirectMemory2D.__new__(IndirectMemory2D)
-    self.owned_table = table  # freed by self; the data belongs to source (held in held)
     self._init_layout(table, lines, length, fmt, view.itemsize, readonly, 0, held)
     self.layout_trusted = line_sub < 0 and (lines <= 1 or line_stride == length * view.itemsize)
     return self
@@ -171,14 +171,15 @@ cdef IndirectMemory _view_nd(object source, object indirect, bint readonly):
         step *= shape[d]
     cdef Py_ssize_t slots = _table_slots(ndim, shape, mask)
     _layout_strides(ndim, shape, mask, itemsize, NULL, strides, suboffsets)
-    cdef void** tables = <void**>malloc((slots if slots > 0 else 1) * sizeof(void*))
-    if tables == NULL:
+    cdef IndirectMemory self = _new_memory(ndim, mask)
+    # Freed by self (also if anything below fails); the data belongs to source (held).
+    self.owned_table = <void**>malloc((slots if slots > 0 else 1) * sizeof(void*))
+    if self.owned_table == NULL:
         raise MemoryError(f"cannot allocate {slots} pointers for a view of shape "
                           f"{_shape_text(shape, 0, ndim)}")
-    _link_tables(<char*>tables, <char*>view.buf, ndim, shape, strides, mask, src_strides)
-    cdef IndirectMemory self = _new_memory(ndim, mask)
-    self.owned_table = tables  # freed by self; the data belongs to source (held in held)
-    self._init_geometry(tables, ndim, shape, strides, suboffsets, fmt, itemsize, readonly,
-                        held)
+    _link_tables(<char*>self.owned_table, <char*>view.buf, ndim, shape, strides, mask,
+                 src_strides)
+    self._init_geometry(self.owned_table, ndim, shape, strides, suboffsets, fmt, itemsize,
+                        readonly, held)
     self.layout_trusted = block
     return self

@@ -1113,3 +1113,81 @@ def test_a_python_class_posing_as_numpy_ndarray_is_not_read_directly():
             assert c.shape == (2, 1) and c.to_numpy().tolist() == [[0.0], [0.0]]
     finally:
         sys.modules["numpy"] = real_numpy
+
+
+# =============================================================================================
+# Findings of the third attack (N-D memory, the NumPy fast path, ctypes)
+# =============================================================================================
+
+@isolated
+def test_null_tables_before_an_empty_dimension_are_refused():
+    # memoryview's tolist() follows the pointers that index the dimensions before an empty
+    # one: those must not be NULL; the ones only an element would be reached through may be.
+    from indirect_buffer import IndirectMemory
+    root = (ctypes.c_void_p * 2)(None, None)
+    for shape in ((2, 3, 1), (2, 3, 0), (2, 3, 0, 5)):
+        with pytest.raises(ValueError, match="row 0 of the pointer table is NULL"):
+            IndirectMemory.from_address(ctypes.addressof(root), shape, "d")
+    for shape in ((2, 0, 4), (0, 3, 4)):
+        m = IndirectMemory.from_address(ctypes.addressof(root), shape, "d")
+        assert memoryview(m).tolist() == np.zeros(shape).tolist()
+    level1 = (ctypes.c_void_p * 3)(None, None, None)
+    top = (ctypes.c_void_p * 2)(ctypes.addressof(level1), ctypes.addressof(level1))
+    m = IndirectMemory.from_address(ctypes.addressof(top), (2, 3, 0), "d",
+                                    memory_nanny=(level1, top))
+    assert memoryview(m).tolist() == [[[], [], []], [[], [], []]]
+    with pytest.raises(ValueError, match=r"element \(0, 0\) of the memory is behind a NULL"):
+        IndirectMemory.from_address(ctypes.addressof(top), (2, 3, 1), "d")
+
+
+@isolated
+def test_the_numpy_fast_path_holds_what_it_learned_from_c():
+    from indirect_buffer import IndirectMemory
+    a = np.arange(6.0).reshape(2, 3).astype(">f8")
+    for _ in range(2):
+        IndirectMemory.view_from_array(a)
+    # Empty every Python container the garbage collector knows of that holds dtypes and
+    # bytes: nothing the fast path relies on may be among them.
+    for o in gc.get_objects():
+        if type(o) is list and o and all(type(t) is tuple and any(
+                isinstance(x, np.dtype) for x in t) for t in o):
+            o.clear()
+    gc.collect()
+    for _ in range(50):  # churn: a freed dtype's address would be taken by a new one
+        np.dtype("S1"), np.dtype(">f8"), bytes(range(8))
+    m = IndirectMemory.view_from_array(a)
+    assert m.format == memoryview(a).format and m.to_numpy().tolist() == a.tolist()
+    s = np.zeros((2, 1), dtype="S1")
+    assert IndirectMemory.view_from_array(s).itemsize == 1
+
+
+@isolated
+def test_a_stand_in_ctypes_module_does_not_disable_the_keep_alive_snapshot():
+    import types
+    fake = types.ModuleType("ctypes")
+
+    class c_void_p:
+        @classmethod
+        def from_buffer(cls, obj):
+            return types.SimpleNamespace(value=0)
+
+    class _Pointer:
+        pass
+
+    fake.c_void_p, fake._Pointer, fake.c_int = c_void_p, _Pointer, c_void_p
+    real = sys.modules["ctypes"]
+    sys.modules["ctypes"] = fake
+    try:
+        with pytest.raises((TypeError, ValueError)):
+            IndirectMemory2D.from_address(c_void_p(), 1, 1, "d")
+    finally:
+        sys.modules["ctypes"] = real
+    D = ctypes.POINTER(ctypes.c_double)
+    row = (ctypes.c_double * 4)(1, 2, 3, 4)
+    table = (D * 1)(ctypes.cast(row, D))
+    p = ctypes.pointer(table)
+    m = IndirectMemory2D.from_address(p, 1, 4, "d")
+    del table, row
+    p.contents = (D * 1)()  # ctypes lets go of the old table: the wrapper must not
+    gc.collect()
+    assert m.to_numpy().tolist() == [[1.0, 2.0, 3.0, 4.0]]
