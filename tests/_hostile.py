@@ -106,6 +106,11 @@ ALL_FLAGS = sorted({sum(b for k, b in enumerate(FLAG_BITS) if mask >> k & 1)
 assert len(ALL_FLAGS) == 256 and _testbuffer.PyBUF_INDIRECT == 0x118
 
 
+# Requests CPython refuses itself, before asking any exporter: from 3.13 a request equal to
+# PyBUF_READ (0x100) is a SystemError (an internal-call check in PyObject_GetBuffer).
+REFUSED_BY_CPYTHON = {0x100} if sys.version_info >= (3, 13) else set()
+
+
 def flag_names(flags):
     names = {0x1: "WRITABLE", 0x4: "FORMAT", 0x8: "ND", 0x10: "STRIDES-bit", 0x20: "C-bit",
              0x40: "F-bit", 0x80: "ANY-bit", 0x100: "INDIRECT-bit"}
@@ -116,7 +121,9 @@ def answer(exporter, flags):
     """What a consumer requesting `flags` gets: the refusal's type, or the buffer's geometry."""
     try:
         nd = _testbuffer.ndarray(exporter, getbuf=flags)
-    except (BufferError, ValueError, TypeError) as exc:
+    except (BufferError, ValueError, TypeError, SystemError) as exc:
+        # SystemError: CPython 3.13 refuses a request equal to PyBUF_READ or PyBUF_WRITE
+        # (0x100, 0x200) itself, before asking any exporter: the same for every exporter.
         return ("refused", type(exc).__name__)
     try:
         return {"ndim": nd.ndim, "shape": nd.shape, "strides": nd.strides,
