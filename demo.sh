@@ -9,32 +9,10 @@ PYTHON=${1:-python3}
 KEEP=${2:-}
 ROOT=$(cd "$(dirname "$0")" && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ib_demo.XXXXXX")
-STEP=0
 STEPS=5
-TICKER=
-STARTED=0
-# step "what": print the step and start a dot every 10 s until done, so that a long pip build
-# is visibly still working. The ticker stops by itself if this script dies.
-step() {
-  done_step
-  STEP=$((STEP + 1))
-  printf '== [%s/%s] %s ' "$STEP" "$STEPS" "$1"
-  STARTED=$(date +%s)
-  (
-    while sleep 10 </dev/null >/dev/null 2>&1 && kill -0 $$ 2>/dev/null; do printf '.'; done
-  ) &
-  TICKER=$!
-}
-done_step() {
-  if [ -n "$TICKER" ]; then
-    kill "$TICKER" 2>/dev/null || true
-    wait "$TICKER" 2>/dev/null || true
-    TICKER=
-    echo " done ($(( $(date +%s) - STARTED )) s)"
-  fi
-}
+. "$ROOT/progress.sh"
 cleanup() {
-  if [ -n "$TICKER" ]; then kill "$TICKER" 2>/dev/null || true; echo; fi
+  stop_ticker
   if [ "$KEEP" = "keep" ]; then echo "virtualenv kept in $WORK/venv"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT

@@ -10,7 +10,8 @@
 #   keep    keep the virtualenv (its path is printed) instead of removing it
 #
 # Extra pytest arguments can be passed through the environment: IB_PYTEST_ARGS="-k collection";
-# IB_PYTEST_FILES="test_memory.py test_readme.py" runs only those files of tests/.
+# IB_PYTEST_FILES="test_memory.py test_readme.py" runs only those files of tests/;
+# IB_PYTEST_WORKERS=1 runs them in one process (default: one per core, pytest-xdist).
 set -eu
 
 PYTHON=${1:-python3}
@@ -27,31 +28,9 @@ if [ -n "$KEEP" ] && [ "$KEEP" != "keep" ]; then
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ib_test.XXXXXX")
-STEP=0
-TICKER=
-STARTED=0
-# step N "what": print the step and start a dot every 10 s until done, so that a long pip build
-# is visibly still working. The ticker stops by itself if this script dies.
-step() {
-  done_step
-  STEP=$((STEP + 1))
-  printf '== [%s/%s] %s ' "$STEP" "$STEPS" "$1"
-  STARTED=$(date +%s)
-  (
-    while sleep 10 </dev/null >/dev/null 2>&1 && kill -0 $$ 2>/dev/null; do printf '.'; done
-  ) &
-  TICKER=$!
-}
-done_step() {
-  if [ -n "$TICKER" ]; then
-    kill "$TICKER" 2>/dev/null || true
-    wait "$TICKER" 2>/dev/null || true
-    TICKER=
-    echo " done ($(( $(date +%s) - STARTED )) s)"
-  fi
-}
+. "$ROOT/progress.sh"
 cleanup() {
-  if [ -n "$TICKER" ]; then kill "$TICKER" 2>/dev/null || true; echo; fi
+  stop_ticker
   if [ "$KEEP" = "keep" ]; then
     echo "virtualenv kept in $WORK/venv"
   else
@@ -103,9 +82,9 @@ echo "== [$STEPS/$STEPS] running the test suite (pytest, a few minutes)"
 
 # Run from outside the checkout so that `import indirect_buffer` finds the installed package.
 cd "$WORK"
-TESTS="$ROOT/tests"
+TESTS="$ROOT/tests -n ${IB_PYTEST_WORKERS:-auto}"
 if [ -n "${IB_PYTEST_FILES:-}" ]; then
-  TESTS=
+  TESTS="-n ${IB_PYTEST_WORKERS:-auto}"
   for f in $IB_PYTEST_FILES; do TESTS="$TESTS $ROOT/tests/$f"; done
 fi
 set +e

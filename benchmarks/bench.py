@@ -434,37 +434,24 @@ def _nd_shape(rows, cols):
     return (rows, max(cols // 8, 1), min(cols, 8))
 
 
-def op_copy_to_nd(rows, cols):
+def _copy_nd(rows, cols, to_numpy):
     shape = _nd_shape(rows, cols)
     src = np.arange(math.prod(shape), dtype=np.float64).reshape(shape)
     mem = IndirectMemory.create_memory(shape, "d")
     mem.copy_from(src)
     dst = np.zeros(shape)
     copyto = np.copyto
+    ours = functools.partial(mem.copy_to, dst) if to_numpy else functools.partial(
+        mem.copy_from, src)
+    return ours, functools.partial(copyto, dst, src)
 
-    def ours():
-        mem.copy_to(dst)
 
-    def peer():
-        copyto(dst, src)
-
-    return ours, peer
+def op_copy_to_nd(rows, cols):
+    return _copy_nd(rows, cols, True)
 
 
 def op_copy_from_nd(rows, cols):
-    shape = _nd_shape(rows, cols)
-    src = np.arange(math.prod(shape), dtype=np.float64).reshape(shape)
-    mem = IndirectMemory.create_memory(shape, "d")
-    dst = np.zeros(shape)
-    copyto = np.copyto
-
-    def ours():
-        mem.copy_from(src)
-
-    def peer():
-        copyto(dst, src)
-
-    return ours, peer
+    return _copy_nd(rows, cols, False)
 
 
 def _roundtrip(ours_name, rows, cols):

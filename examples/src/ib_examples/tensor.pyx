@@ -21,7 +21,7 @@ import numpy as np
 from indirect_buffer import as_indirect
 
 from indirect_buffer.buffer_impl cimport IndirectMemory
-from indirect_buffer.nannies cimport DeallocatorNanny
+from indirect_buffer.nannies cimport DeallocatorNanny, table_dealloc_fn
 
 from ib_examples cimport ib_matrix_decl as c
 
@@ -52,22 +52,28 @@ cdef int _check_shape(tuple shape) except -1:
     return 0
 
 
+cdef IndirectMemory _adopt(void* ptr, tuple shape, str fmt, unsigned int indirect,
+                          table_dealloc_fn dealloc, str what):
+    # Hand a fresh C structure to its nanny before anything else can raise (then every error
+    # path frees it, exactly once); NULL means out of memory (the shape was checked before).
+    cdef Py_ssize_t dims[3]
+    if ptr == NULL:
+        raise MemoryError(f"clib could not allocate {what} of shape {shape}")
+    try:
+        nanny = DeallocatorNanny.create(ptr, shape[0], dealloc)
+    except BaseException:
+        dealloc(<void**>ptr, shape[0])  # no nanny yet: free it ourselves
+        raise
+    dims[0], dims[1], dims[2] = shape
+    return IndirectMemory.from_ptr_nd(ptr, 3, dims, fmt, indirect, NULL, False, nanny)
+
+
 def tensor_new(Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t n2):
     """A zeroed n0 x n1 x n2 double*** from ib_tensor_new, freed by ib_tensor_free."""
-    cdef Py_ssize_t shape[3]
     _check_shape((n0, n1, n2))
-    shape[0], shape[1], shape[2] = n0, n1, n2
-    cdef double*** t = c.ib_tensor_new(n0, n1, n2)
-    if t == NULL:
-        raise MemoryError(f"clib could not allocate a {n0}x{n1}x{n2} tensor")
-    # Owned by a nanny before anything else can raise.
-    try:
-        nanny = DeallocatorNanny.create(t, n0, _free_tensor)
-    except BaseException:
-        c.ib_tensor_free(t)
-        raise
-    # indirect 0: all but the last dimension are tables (0b011), offsets NULL: all 0.
-    return IndirectMemory.from_ptr_nd(t, 3, shape, "d", 0, NULL, False, nanny)
+    # indirect 0: all but the last dimension are tables (0b011): a T***.
+    return _adopt(c.ib_tensor_new(n0, n1, n2), (n0, n1, n2), "d", 0, _free_tensor,
+                  "a tensor")
 
 
 def tensor_fill_index(IndirectMemory t not None):
@@ -87,19 +93,10 @@ def tensor_sum(tensor):
 
 def frames_new(Py_ssize_t count, Py_ssize_t height, Py_ssize_t width):
     """count zeroed height x width frames from ib_frames_new, freed by ib_frames_free."""
-    cdef Py_ssize_t shape[3]
     _check_shape((count, height, width))
-    shape[0], shape[1], shape[2] = count, height, width
-    cdef unsigned char** f = c.ib_frames_new(count, height, width)
-    if f == NULL:
-        raise MemoryError(f"clib could not allocate {count} frames of {height}x{width}")
-    try:
-        nanny = DeallocatorNanny.create(f, count, _free_frames)
-    except BaseException:
-        c.ib_frames_free(f)
-        raise
     # indirect 0b001: one table, at dimension 0 (frames), then C-contiguous blocks.
-    return IndirectMemory.from_ptr_nd(f, 3, shape, "B", 1, NULL, False, nanny)
+    return _adopt(c.ib_frames_new(count, height, width), (count, height, width), "B", 1,
+                  _free_frames, "frames")
 
 
 def frames_add(frames, int delta):
