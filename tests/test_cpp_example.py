@@ -33,7 +33,10 @@ def _cxx():
     return shutil.which(shlex.split(cxx)[0])
 
 
-pytestmark = pytest.mark.skipif(_cxx() is None, reason="no C++ compiler found")
+# One worker runs every test of this module (pytest-xdist --dist loadgroup): they share
+# one pip install into the suite's virtualenv, which two workers must not race on.
+pytestmark = [pytest.mark.skipif(_cxx() is None, reason="no C++ compiler found"),
+              pytest.mark.xdist_group("cpp_example")]
 
 # ASan's __cxa_throw interceptor finds the real __cxa_throw only if libstdc++ was loaded
 # together with libasan. test_install.sh asan preloads libasan alone, so a C++ module loaded

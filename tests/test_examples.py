@@ -20,6 +20,10 @@ import pytest
 
 from indirect_buffer import BufferCollection2D, IndirectMemory2D
 
+# One worker runs every test of this module (pytest-xdist --dist loadgroup): they share
+# one pip install into the suite's virtualenv, which two workers must not race on.
+pytestmark = pytest.mark.xdist_group("examples")
+
 REPO = Path(__file__).resolve().parent.parent
 _IGNORE = shutil.ignore_patterns("build", "*.egg-info", "*.so", "__pycache__", "test_clib")
 
