@@ -44,15 +44,31 @@ def subprocess_python():
     return run_python
 
 
-def build_cython_module(tmp_path, name, source):
-    """Compile a Cython module against the installed indirect_buffer and import it."""
+def _run_setup(src_dir, name):
+    """Run the setup.py written into src_dir (build_ext --inplace); fail the test on error."""
+    proc = subprocess.run([sys.executable, "setup.py"], cwd=src_dir, check=False,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"building {name} failed:\n{proc.stdout}\n{proc.stderr}")
+
+
+def _run_setup_and_import(src_dir, name):
     import importlib
 
+    _run_setup(src_dir, name)
+    sys.path.insert(0, str(src_dir))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(src_dir))
+
+
+def build_cython_module(tmp_path, name, source):
+    """Compile a Cython module against the installed indirect_buffer and import it."""
     src_dir = tmp_path / f"build_{name}"
     src_dir.mkdir(parents=True, exist_ok=True)
     (src_dir / f"{name}.pyx").write_text(textwrap.dedent(source))
-    sanitize = os.environ.get("IB_SANITIZE", "")
-    flags = [f"-fsanitize={sanitize}"] if sanitize else []
+    flags = sanitizer_flags()
     (src_dir / "setup.py").write_text(textwrap.dedent(f"""
         from setuptools import Extension, setup
         from Cython.Build import cythonize
@@ -61,15 +77,7 @@ def build_cython_module(tmp_path, name, source):
         setup(name={name!r}, ext_modules=cythonize([ext],
               compiler_directives={{"language_level": "3"}}), script_args=["build_ext", "--inplace"])
     """))
-    proc = subprocess.run([sys.executable, "setup.py"], cwd=src_dir, check=False,
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"building {name} failed:\n{proc.stdout}\n{proc.stderr}")
-    sys.path.insert(0, str(src_dir))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(src_dir))
+    return _run_setup_and_import(src_dir, name)
 
 
 @pytest.fixture(scope="session")
@@ -96,8 +104,6 @@ def build_c_extension(root, name, sources, *, extra_compile_args=(), define_macr
     sources: {file name: text}. Returns the module, or with import_it=False the build
     directory (to import it in a subprocess, e.g. when the import is meant to fail).
     """
-    import importlib
-
     src_dir = Path(root) / f"build_{name}"
     src_dir.mkdir(parents=True, exist_ok=True)
     for file_name, text in sources.items():
@@ -114,17 +120,10 @@ def build_c_extension(root, name, sources, *, extra_compile_args=(), define_macr
                         language={'c++' if cplusplus else 'c'!r})
         setup(name={name!r}, ext_modules=[ext], script_args=["build_ext", "--inplace"])
     """))
-    proc = subprocess.run([sys.executable, "setup.py"], cwd=src_dir, check=False,
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"building {name} failed:\n{proc.stdout}\n{proc.stderr}")
     if not import_it:
+        _run_setup(src_dir, name)
         return src_dir
-    sys.path.insert(0, str(src_dir))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(src_dir))
+    return _run_setup_and_import(src_dir, name)
 
 
 @pytest.fixture(scope="session")

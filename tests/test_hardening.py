@@ -619,6 +619,16 @@ def cycle_is_collected(make_row, wrap):
     return ref() is None
 
 
+def assert_collected_like_memoryview(make_row):
+    """The cycle through a BufferCollection2D's row is collected, as CPython collects the same
+    cycle through a memoryview (the oracle)."""
+    wraps = {"memoryview": lambda row: memoryview(row),
+             "BufferCollection2D": lambda row: BufferCollection2D([row])}
+    got = {name: cycle_is_collected(make_row, wrap) for name, wrap in wraps.items()}
+    assert got["memoryview"], "the oracle: CPython collects the memoryview cycle"
+    assert got == {"memoryview": True, "BufferCollection2D": True}, got
+
+
 @isolated
 def test_cycle_through_a_picklebuffer_row_is_collectable():
     import pickle
@@ -631,11 +641,7 @@ def test_cycle_through_a_picklebuffer_row_is_collectable():
         data.owner = owner  # the row's underlying object refers back to the owner
         return pickle.PickleBuffer(data)
 
-    wraps = {"memoryview": lambda row: memoryview(row),
-             "BufferCollection2D": lambda row: BufferCollection2D([row])}
-    got = {name: cycle_is_collected(make_row, wrap) for name, wrap in wraps.items()}
-    assert got["memoryview"], "the oracle: CPython collects the memoryview cycle"
-    assert got == {"memoryview": True, "BufferCollection2D": True}, got
+    assert_collected_like_memoryview(make_row)
 
 
 @needs_pep688
@@ -646,11 +652,7 @@ def test_cycle_through_a_pep688_row_is_collectable():
         exp.owner = owner
         return exp
 
-    wraps = {"memoryview": lambda row: memoryview(row),
-             "BufferCollection2D": lambda row: BufferCollection2D([row])}
-    got = {name: cycle_is_collected(make_row, wrap) for name, wrap in wraps.items()}
-    assert got["memoryview"], "the oracle: CPython collects the memoryview cycle"
-    assert got == {"memoryview": True, "BufferCollection2D": True}, got
+    assert_collected_like_memoryview(make_row)
 
 
 @isolated
