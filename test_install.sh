@@ -82,9 +82,9 @@ echo "== [$STEPS/$STEPS] running the test suite (pytest, a few minutes)"
 
 # Run from outside the checkout so that `import indirect_buffer` finds the installed package.
 cd "$WORK"
-TESTS="$ROOT/tests -n ${IB_PYTEST_WORKERS:-auto} --dist loadgroup"
+TESTS="$ROOT/tests -n ${IB_PYTEST_WORKERS:-auto}"
 if [ -n "${IB_PYTEST_FILES:-}" ]; then
-  TESTS="-n ${IB_PYTEST_WORKERS:-auto} --dist loadgroup"
+  TESTS="-n ${IB_PYTEST_WORKERS:-auto}"
   for f in $IB_PYTEST_FILES; do TESTS="$TESTS $ROOT/tests/$f"; done
 fi
 set +e

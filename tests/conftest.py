@@ -1,5 +1,8 @@
 """Shared fixtures: the suite always runs against the *installed* package."""
+import fcntl
+import importlib
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -53,8 +56,6 @@ def _run_setup(src_dir, name):
 
 
 def _run_setup_and_import(src_dir, name):
-    import importlib
-
     _run_setup(src_dir, name)
     sys.path.insert(0, str(src_dir))
     try:
@@ -136,3 +137,46 @@ def c_extension_builder(tmp_path_factory):
         return build_c_extension(root, name, sources, **options)
 
     return build
+
+
+# Build products a copy of the checkout leaves out.
+COPY_IGNORE = shutil.ignore_patterns("build", "*.egg-info", "*.so", "*.o", "__pycache__",
+                                     "test_clib")
+
+
+def _run_shared_dir(tmp_path_factory):
+    """A directory of this test run that every pytest-xdist worker sees (each worker's own
+    base temporary directory otherwise)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def pip_install_once(tmp_path_factory, dist_name, project, copies, env):
+    """pip-install a project of the checkout into the suite's virtualenv, once per test run.
+
+    project: its directory relative to the checkout; copies: the checkout's directories to copy
+    first (the project and whatever its build reads, e.g. clib); env: the build's environment.
+    Whichever worker asks first installs; the others wait on a lock and find it installed:
+    workers never race on the virtualenv, whatever the scheduling. Nothing is uninstalled:
+    test_install.sh throws the virtualenv away, and the next run installs afresh. Returns the
+    directory holding the copies.
+    """
+    shared = _run_shared_dir(tmp_path_factory)
+    root = shared / f"pip_{dist_name}"
+    with open(shared / "pip_install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one pip at a time in the virtualenv
+        done = root / "INSTALLED"
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            for name in copies:
+                shutil.copytree(REPO / name, root / name, ignore=COPY_IGNORE)
+            proc = subprocess.run(
+                [sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps",
+                 str(root / project)],
+                env=env, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                pytest.fail(f"pip install {project} failed ({proc.returncode}):\n"
+                            f"{proc.stdout}\n{proc.stderr}")
+            done.write_text(dist_name)
+    importlib.invalidate_caches()
+    return root

@@ -21,11 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, sanitizer_flags
+from conftest import REPO, pip_install_once, sanitizer_flags
 
 from indirect_buffer import BufferCollection2D, IndirectMemory2D
-
-_IGNORE = shutil.ignore_patterns("build", "*.egg-info", "*.so", "__pycache__", "test_clib", "*.o")
 
 
 def _cxx():
@@ -33,10 +31,7 @@ def _cxx():
     return shutil.which(shlex.split(cxx)[0])
 
 
-# One worker runs every test of this module (pytest-xdist --dist loadgroup): they share
-# one pip install into the suite's virtualenv, which two workers must not race on.
-pytestmark = [pytest.mark.skipif(_cxx() is None, reason="no C++ compiler found"),
-              pytest.mark.xdist_group("cpp_example")]
+pytestmark = pytest.mark.skipif(_cxx() is None, reason="no C++ compiler found")
 
 # ASan's __cxa_throw interceptor finds the real __cxa_throw only if libstdc++ was loaded
 # together with libasan. test_install.sh asan preloads libasan alone, so a C++ module loaded
@@ -68,27 +63,16 @@ def test_in_a_child_with_libstdcxx_preloaded(tmp_path):
 @pytest.fixture(scope="module")
 def cpp(tmp_path_factory):
     pytest.importorskip("pybind11", reason="pybind11 is in tests/requirements.txt")
-    root = tmp_path_factory.mktemp("ib_cpp")
-    shutil.copytree(REPO / "examples" / "cpp", root / "examples" / "cpp", ignore=_IGNORE)
-    shutil.copytree(REPO / "clib", root / "clib", ignore=_IGNORE)
     env = dict(os.environ)
     env.pop("IB_CLIB_DIR", None)  # build from the copied ../../clib
     if sanitizer_flags():  # test_install.sh asan: instrument the module like the package
         env["CFLAGS"] = " ".join(sanitizer_flags())
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps",
-         str(root / "examples" / "cpp")],
-        env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        pytest.fail(f"pip install examples/cpp failed ({proc.returncode}):\n{proc.stdout}\n"
-                    f"{proc.stderr}")
-    importlib.invalidate_caches()
+    # Once per run, whichever worker comes first (see conftest).
+    pip_install_once(tmp_path_factory, "ib_cpp", "examples/cpp", ("examples/cpp", "clib"), env)
     mod = importlib.import_module("ib_cpp")
     assert REPO not in Path(mod.__file__).resolve().parents
     yield mod
     mod.fail_allocations_after(-1)
-    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "ib_cpp"],
-                   capture_output=True, check=False)
 
 
 @pytest.fixture

@@ -18,45 +18,29 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from conftest import COPY_IGNORE, REPO, pip_install_once, sanitizer_flags
+
 from indirect_buffer import BufferCollection2D, IndirectMemory2D
-
-# One worker runs every test of this module (pytest-xdist --dist loadgroup): they share
-# one pip install into the suite's virtualenv, which two workers must not race on.
-pytestmark = pytest.mark.xdist_group("examples")
-
-REPO = Path(__file__).resolve().parent.parent
-_IGNORE = shutil.ignore_patterns("build", "*.egg-info", "*.so", "__pycache__", "test_clib")
 
 
 def _copy_sources(dest, names=("examples", "clib")):
     for name in names:
-        shutil.copytree(REPO / name, dest / name, ignore=_IGNORE)
+        shutil.copytree(REPO / name, dest / name, ignore=COPY_IGNORE)
 
 
 def _build_env():
     env = dict(os.environ)
     env.pop("IB_CLIB_DIR", None)  # build from the copied ../clib
-    sanitize = os.environ.get("IB_SANITIZE", "")
-    if sanitize:  # test_install.sh asan: instrument the examples like the package
-        env["CFLAGS"] = f"-fsanitize={sanitize} -fno-omit-frame-pointer"
+    if sanitizer_flags():  # test_install.sh asan: instrument the examples like the package
+        env["CFLAGS"] = " ".join(sanitizer_flags())
     return env
 
 
 @pytest.fixture(scope="module")
 def examples_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ib_examples")
-    _copy_sources(root)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps",
-         str(root / "examples")],
-        env=_build_env(), capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        pytest.fail(f"pip install examples failed ({proc.returncode}):\n{proc.stdout}\n"
-                    f"{proc.stderr}")
-    importlib.invalidate_caches()
-    yield root
-    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "ib_examples"],
-                   capture_output=True, check=False)
+    """examples/ pip-installed into the suite's virtualenv (once per run, see conftest)."""
+    return pip_install_once(tmp_path_factory, "ib_examples", "examples", ("examples", "clib"),
+                            _build_env())
 
 
 @pytest.fixture(scope="module")
