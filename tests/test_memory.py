@@ -5,11 +5,12 @@ PEP 3118 consumer and PIL-style exporter), struct, and ctypes reading the raw T*
 """
 import ctypes
 import gc
+import os
 import struct
 
 import pytest
 
-from indirect_buffer import IndirectMemory2D
+from indirect_buffer import IndirectMemory, IndirectMemory2D
 
 NATIVE_FORMATS = "bBhHiIlLqQnNfd?"
 POINTER_SIZE = ctypes.sizeof(ctypes.c_void_p)
@@ -84,6 +85,42 @@ def test_create_memory_zeroed_large():
     del dirty
     mem = IndirectMemory2D.create_memory(300, 301, "d")
     assert memoryview(mem).tobytes() == bytes(300 * 301 * 8)
+
+
+def _vm_flags(address):
+    """The VmFlags of the mapping of this process that holds address (Linux smaps). Advice
+    covers whole pages only (madvise splits the mapping): ask about a block's middle."""
+    with open("/proc/self/smaps") as fh:
+        inside = False
+        for line in fh:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == "VmFlags:":
+                return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled"),
+                    reason="Linux transparent huge pages only")
+@pytest.mark.parametrize("shape", [(2048, 512), (3, 1024, 512)])  # 8 MiB of data
+def test_large_owned_memory_asks_for_huge_pages_like_numpy(shape):
+    """NumPy advises huge pages (MADV_HUGEPAGE) behind arrays of 4 MiB and more: copies
+    between our memory and NumPy's run at the same bandwidth only if ours are advised too
+    (the VmFlags "hg" of the mapping)."""
+    np = pytest.importorskip("numpy")
+    oracle = np.zeros(shape)
+    middle = oracle.nbytes // 2
+    numpy_advised = "hg" in _vm_flags(oracle.ctypes.data + middle)
+    if len(shape) == 2:
+        mem = IndirectMemory2D.create_memory(*shape, "d")
+    else:
+        mem = IndirectMemory.create_memory(shape, "d")  # a double***
+    data = mem.address
+    for _ in range(len(shape) - 1):  # follow the first pointer of each level to the data
+        data = ctypes.c_void_p.from_address(data).value
+    assert ("hg" in _vm_flags(data + middle)) == numpy_advised, (numpy_advised, shape)
 
 
 @pytest.mark.parametrize("fmt", [b"d", b"i", b"?"])
