@@ -46,6 +46,7 @@ cdef class BufferCollection2D(IndirectMemory2D):
         if self.owned_table == NULL:
             self._release_resources()
             raise MemoryError(f"cannot allocate a collection of {n} rows")
+        _advise_huge_pages(self.owned_table, n * sizeof(void*))
         try:
             _acquire_rows(self, held, columns, expected_fmt, expected_itemsize, unravel)
         except BaseException:

@@ -48,6 +48,7 @@ cdef class _HeldBuffers:
         self.views = <Py_buffer*>PyMem_Malloc(n * sizeof(Py_buffer))
         if self.views == NULL:
             raise MemoryError(f"cannot allocate room for {n} buffers")
+        _advise_huge_pages(self.views, n * sizeof(Py_buffer))  # filled next, row by row
         return 0
 
     cdef void release_all(self) noexcept:
