@@ -18,10 +18,10 @@ machine runs IB_FUZZ_EXAMPLES // 2 programs of up to 40 steps. IB_FUZZ_SEED fixe
 A longer run under AddressSanitizer (about an hour on 2 cores; PYTHONMALLOC=malloc lets ASan
 see freed Python objects too):
 
-    IB_FUZZ_EXAMPLES=3000 IB_PYTEST_ARGS="tests/test_fuzz.py" sh test_install.sh python3 asan
+    IB_FUZZ_EXAMPLES=3000 IB_PYTEST_FILES=test_fuzz.py sh test_install.sh python3 asan
 
-(and with a 3.12+ interpreter for the PEP 688 generators, e.g.
-`sh test_install.sh $(pyenv root)/versions/3.12.1/bin/python asan`).
+(with a 3.12+ interpreter for the PEP 688 generators: e.g.
+`$(pyenv root)/versions/3.12.1/bin/python` in place of python3).
 """
 import ctypes
 import gc
