@@ -146,6 +146,7 @@ def test_row_view_of_a_cached_dtype():
             IndirectMemory2D.view_from_rows(np.asfortranarray(np.zeros((3, 4))))
 
 
+@pytest.mark.filterwarnings("ignore:Setting the shape:DeprecationWarning")  # NumPy 2.5+
 def test_row_view_survives_a_shape_assignment_and_keeps_the_array_alive():
     a = np.arange(12.0).reshape(3, 4)
     IndirectMemory2D.view_from_rows(a)
