@@ -11,7 +11,8 @@
 #
 # Extra pytest arguments can be passed through the environment: IB_PYTEST_ARGS="-k collection";
 # IB_PYTEST_FILES="test_memory.py test_readme.py" runs only those files of tests/;
-# IB_PYTEST_WORKERS=1 runs them in one process (default: one per core, pytest-xdist).
+# IB_PYTEST_WORKERS=1 runs them in one process (default: one per core, pytest-xdist). Skipped
+# tests are listed with their reasons (-rs).
 set -eu
 
 PYTHON=${1:-python3}
@@ -95,9 +96,9 @@ if [ "$MODE" = "asan" ]; then
   # PYTHONMALLOC=malloc: Python objects come from malloc instead of pymalloc's arenas, so ASan
   # sees every freed object (a use after free of a Python object is reported, not missed).
   LD_PRELOAD="$LIBASAN" ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1" \
-    PYTHONMALLOC=malloc IB_SANITIZE=address "$VPY" -m pytest $TESTS -p no:cacheprovider -q ${IB_PYTEST_ARGS:-}
+    PYTHONMALLOC=malloc IB_SANITIZE=address "$VPY" -m pytest $TESTS -p no:cacheprovider -q -rs ${IB_PYTEST_ARGS:-}
 else
-  "$VPY" -m pytest $TESTS -p no:cacheprovider -q ${IB_PYTEST_ARGS:-}
+  "$VPY" -m pytest $TESTS -p no:cacheprovider -q -rs ${IB_PYTEST_ARGS:-}
 fi
 STATUS=$?
 set -e
