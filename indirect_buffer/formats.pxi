@@ -77,7 +77,8 @@ cdef dict _canonical_cache = {}
 
 
 cdef str _canonical_format(object fmt):
-    """A key equal for formats that describe the same native element (e.g. 'l', '@q', '<q').
+    """A key equal for formats that describe the same element (e.g. 'l', '@q', '<q' on a
+    little-endian 64-bit machine; '>i', '!i', '>l'; 'c', '1s').
 
     fmt is None (a NULL Py_buffer.format: 'B'), str or bytes; anything else is a TypeError
     (the cimport API passes caller objects straight here).
@@ -100,11 +101,19 @@ cdef str _canonical_format(object fmt):
     order, code = "", text
     if text[:1] in ("@", "=", "<", ">", "!"):
         order, code = text[:1], text[1:]
-    if len(code) == 1 and code in _KIND and _is_native_order(order):
+    if code in ("s", "1s"):
+        code = "c"  # one byte string, as 'c' (NumPy exports its 'S1' so)
+    cdef Py_ssize_t size
+    if len(code) == 1 and code in _KIND:
         if order in ("", "@"):
             result = f"{_KIND[code]}{struct.calcsize(code)}"
         elif code not in "nNP":
-            result = f"{_KIND[code]}{struct.calcsize(order + code)}"
+            # Standard sizes: 'l' is 'i', '!' is '>'; a foreign byte order stays in the key
+            # of elements wider than a byte.
+            size = struct.calcsize(order + code)
+            result = f"{_KIND[code]}{size}"
+            if size > 1 and not _is_native_order(order):
+                result = ("<" if order == "<" else ">") + result
     if cacheable and len(_canonical_cache) < 256:
         _canonical_cache[fmt] = result
     return result

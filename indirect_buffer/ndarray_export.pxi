@@ -28,6 +28,7 @@ cdef extern from *:
         int flags;
     } ib_ndarray_fields;
     #define IB_NPY_WRITEABLE 0x0400
+    #define IB_NPY_ALIGNED 0x0100
     /* The flags of a plain array: C/F-contiguous, owns its data, aligned, writeable. Any
      * other (warn-on-write, writeback-if-copy...) asks NumPy's own export what it means. */
     #define IB_NPY_PLAIN_FLAGS (0x0001 | 0x0002 | 0x0004 | 0x0100 | 0x0400)
@@ -43,6 +44,7 @@ cdef extern from *:
         PyObject* descr
         int flags
     int _NPY_WRITEABLE "IB_NPY_WRITEABLE"
+    int _NPY_ALIGNED "IB_NPY_ALIGNED"
     int _NPY_PLAIN_FLAGS "IB_NPY_PLAIN_FLAGS"
     const char _HELD_BY_REFERENCE "ib_held_by_reference"[]
     void _drop_view_obj "ib_drop_view_obj"(Py_buffer* view)
@@ -137,7 +139,8 @@ cdef bint _export_ndarray(object obj, Py_buffer* view) except -1:
     if not _is_fast_ndarray(obj):
         return False
     cdef _NdArray* a = <_NdArray*><PyObject*>obj
-    if a.flags & ~_NPY_PLAIN_FLAGS:
+    # Aligned arrays only: NumPy's format depends on alignment too ('l' aligned, '=q' not).
+    if a.flags & ~_NPY_PLAIN_FLAGS or not (a.flags & _NPY_ALIGNED):
         return False
     cdef Py_ssize_t i = _descr_index(a.descr)
     if i < 0:
@@ -172,8 +175,8 @@ cdef int _learn_descr(object obj, const Py_buffer* view) except -1:
     except BufferError:
         return 0
     cdef PyObject* descr = (<_NdArray*><PyObject*>obj).descr
-    if _descr_index(descr) >= 0:
-        return 0
+    if _descr_index(descr) >= 0 or not ((<_NdArray*><PyObject*>obj).flags & _NPY_ALIGNED):
+        return 0  # known, or the format of an unaligned array ('=q' for 'l'): not the dtype's
     dtype = obj.dtype
     if <PyObject*>dtype != descr or dtype.names is not None:
         return 0

@@ -1194,3 +1194,65 @@ def test_a_stand_in_ctypes_module_does_not_disable_the_keep_alive_snapshot():
     p.contents = (D * 1)()  # ctypes lets go of the old table: the wrapper must not
     gc.collect()
     assert m.to_numpy().tolist() == [[1.0, 2.0, 3.0, 4.0]]
+
+
+# =============================================================================================
+# Fourth attack: formats as NumPy states them, and as struct defines them
+# =============================================================================================
+
+def _unaligned(dtype, n=6):
+    """A 1-D array of n elements of dtype starting one byte into a buffer (not ALIGNED)."""
+    a = np.frombuffer(bytearray(n * np.dtype(dtype).itemsize + 1), dtype=np.uint8)[1:]
+    a = a.view(dtype)
+    assert not a.flags.aligned
+    return a
+
+
+@isolated
+@pytest.mark.parametrize("first", ["aligned", "unaligned"])
+def test_numpy_formats_do_not_depend_on_the_arrays_seen_before(first):
+    # NumPy's format depends on alignment ('l' aligned, '=q' not, for int64; 'g' and '^g' for
+    # long double): what the library reports for an array must be what NumPy exports for that
+    # array, whichever array of the same dtype the process saw first.
+    for dtype in ("i8", "f8", "g"):
+        aligned = np.arange(6).astype(dtype)
+        unaligned = _unaligned(dtype)
+        order = [aligned, unaligned] if first == "aligned" else [unaligned, aligned]
+        for a in order + order:  # twice: the second time through whatever was learned
+            want = memoryview(a).format
+            assert IndirectMemory2D.view_from_rows(a.reshape(2, 3)).format == want, (dtype, want)
+            rows = [a[:3], a[3:]]
+            assert BufferCollection2D(rows).format == want, (dtype, want)
+
+
+@pytest.mark.parametrize("fmt", ["!i", ">i", "<h", "c", "1s", ">b", "=q", ">d"])
+def test_copy_from_its_own_numpy_copy(fmt):
+    # to_numpy() gives NumPy's spelling of the format ('!i' -> '>i', 'c' -> '1s'): the same
+    # elements, so the copy back must be accepted.
+    mem = IndirectMemory2D.create_memory(2, 3, fmt)
+    raw = bytes(range(mem.itemsize * 6))
+    memoryview(mem.direct_view()).cast("B")[:] = raw
+    a = mem.to_numpy()
+    other = IndirectMemory2D.create_memory(2, 3, fmt)
+    other.copy_from(a)
+    assert bytes(memoryview(other.direct_view()).cast("B")) == raw
+
+
+@pytest.mark.parametrize("a,b,same", [
+    ("!i", ">i", True), (">i", ">l", True), ("c", "1s", True), (">b", "b", True),
+    ("<h", ">h", False), ("!h", "<h", False), (">i", "<i", False), (">f", ">i", False),
+])
+def test_struct_equivalent_formats_match_and_others_do_not(a, b, same):
+    # struct defines '!' as '>', 'l' as 'i' in standard sizes, '1s' as one byte like 'c', and
+    # no byte order for single bytes; byte orders of wider elements never match.
+    assert (struct.calcsize(a) == struct.calcsize(b))
+    rows = [IndirectMemory2D.create_memory(1, 2, a).direct_view(),
+            IndirectMemory2D.create_memory(1, 2, b).direct_view()]
+    if same:
+        assert BufferCollection2D(rows).shape == (2, 2)
+        IndirectMemory2D.create_memory(1, 2, a).copy_from(rows[1])
+    else:
+        with pytest.raises(BufferError, match="format"):
+            BufferCollection2D(rows)
+        with pytest.raises(BufferError, match="format"):
+            IndirectMemory2D.create_memory(1, 2, a).copy_from(rows[1])
