@@ -144,14 +144,15 @@ COPY_IGNORE = shutil.ignore_patterns("build", "*.egg-info", "*.so", "*.o", "__py
                                      "test_clib")
 
 
-def _run_shared_dir(tmp_path_factory):
-    """A directory of this test run that every pytest-xdist worker sees (each worker's own
-    base temporary directory otherwise)."""
+def _run_shared_dir(config, tmp_path_factory):
+    """A directory of this test run that every pytest-xdist worker sees: the parent of the
+    workers' base temporary directories; a run without workers has its own. (Asked of the
+    config, not of PYTEST_XDIST_WORKER, which a pytest started by a worker inherits.)"""
     base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    return base.parent if hasattr(config, "workerinput") else base
 
 
-def pip_install_once(tmp_path_factory, dist_name, project, copies, env):
+def pip_install_once(config, tmp_path_factory, dist_name, project, copies, env):
     """pip-install a project of the checkout into the suite's virtualenv, once per test run.
 
     project: its directory relative to the checkout; copies: the checkout's directories to copy
@@ -161,7 +162,7 @@ def pip_install_once(tmp_path_factory, dist_name, project, copies, env):
     test_install.sh throws the virtualenv away, and the next run installs afresh. Returns the
     directory holding the copies.
     """
-    shared = _run_shared_dir(tmp_path_factory)
+    shared = _run_shared_dir(config, tmp_path_factory)
     root = shared / f"pip_{dist_name}"
     with open(shared / "pip_install.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one pip at a time in the virtualenv

@@ -51,7 +51,8 @@ def _cpp_runtime(request):
 def test_in_a_child_with_libstdcxx_preloaded(tmp_path):
     lib = subprocess.run([_cxx(), "-print-file-name=libstdc++.so"], capture_output=True,
                          text=True, check=True).stdout.strip()
-    env = dict(os.environ, LD_PRELOAD=f"{_PRELOAD} {lib}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+    env["LD_PRELOAD"] = f"{_PRELOAD} {lib}"  # a run of its own, not one of the workers
     proc = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p",
                            "no:cacheprovider"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=1800, check=False)
@@ -61,14 +62,15 @@ def test_in_a_child_with_libstdcxx_preloaded(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def cpp(tmp_path_factory):
+def cpp(pytestconfig, tmp_path_factory):
     pytest.importorskip("pybind11", reason="pybind11 is in tests/requirements.txt")
     env = dict(os.environ)
     env.pop("IB_CLIB_DIR", None)  # build from the copied ../../clib
     if sanitizer_flags():  # test_install.sh asan: instrument the module like the package
         env["CFLAGS"] = " ".join(sanitizer_flags())
     # Once per run, whichever worker comes first (see conftest).
-    pip_install_once(tmp_path_factory, "ib_cpp", "examples/cpp", ("examples/cpp", "clib"), env)
+    pip_install_once(pytestconfig, tmp_path_factory, "ib_cpp", "examples/cpp",
+                     ("examples/cpp", "clib"), env)
     mod = importlib.import_module("ib_cpp")
     assert REPO not in Path(mod.__file__).resolve().parents
     yield mod

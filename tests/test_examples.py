@@ -37,10 +37,10 @@ def _build_env():
 
 
 @pytest.fixture(scope="module")
-def examples_root(tmp_path_factory):
+def examples_root(pytestconfig, tmp_path_factory):
     """examples/ pip-installed into the suite's virtualenv (once per run, see conftest)."""
-    return pip_install_once(tmp_path_factory, "ib_examples", "examples", ("examples", "clib"),
-                            _build_env())
+    return pip_install_once(pytestconfig, tmp_path_factory, "ib_examples", "examples",
+                            ("examples", "clib"), _build_env())
 
 
 @pytest.fixture(scope="module")
