@@ -109,6 +109,8 @@ assert len(ALL_FLAGS) == 256 and _testbuffer.PyBUF_INDIRECT == 0x118
 # Requests CPython refuses itself, before asking any exporter: from 3.13 a request equal to
 # PyBUF_READ (0x100) is a SystemError (an internal-call check in PyObject_GetBuffer).
 REFUSED_BY_CPYTHON = {0x100} if sys.version_info >= (3, 13) else set()
+# The requests an exporter can be asked (what the fuzz generators draw from).
+REQUESTABLE_FLAGS = [f for f in ALL_FLAGS if f not in REFUSED_BY_CPYTHON]
 
 
 def flag_names(flags):
