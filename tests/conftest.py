@@ -144,6 +144,23 @@ COPY_IGNORE = shutil.ignore_patterns("build", "*.egg-info", "*.so", "*.o", "__py
                                      "test_clib")
 
 
+def copy_checkout(dest, names):
+    """Copy these directories of the checkout (e.g. "examples", "clib") into dest, without
+    build products."""
+    for name in names:
+        shutil.copytree(REPO / name, Path(dest) / name, ignore=COPY_IGNORE)
+
+
+def example_build_env():
+    """The environment that builds examples/ or examples/cpp from a copy: clib from the copied
+    ../clib (never IB_CLIB_DIR), instrumented like the package in test_install.sh asan."""
+    env = dict(os.environ)
+    env.pop("IB_CLIB_DIR", None)
+    if sanitizer_flags():
+        env["CFLAGS"] = " ".join(sanitizer_flags())
+    return env
+
+
 def _run_shared_dir(config, tmp_path_factory):
     """A directory of this test run that every pytest-xdist worker sees: the parent of the
     workers' base temporary directories; a run without workers has its own. (Asked of the
@@ -152,11 +169,11 @@ def _run_shared_dir(config, tmp_path_factory):
     return base.parent if hasattr(config, "workerinput") else base
 
 
-def pip_install_once(config, tmp_path_factory, dist_name, project, copies, env):
+def pip_install_once(config, tmp_path_factory, dist_name, project, copies):
     """pip-install a project of the checkout into the suite's virtualenv, once per test run.
 
     project: its directory relative to the checkout; copies: the checkout's directories to copy
-    first (the project and whatever its build reads, e.g. clib); env: the build's environment.
+    first (the project and whatever its build reads, e.g. clib), built in example_build_env().
     Whichever worker asks first installs; the others wait on a lock and find it installed:
     workers never race on the virtualenv, whatever the scheduling. Nothing is uninstalled:
     test_install.sh throws the virtualenv away, and the next run installs afresh. Returns the
@@ -169,12 +186,11 @@ def pip_install_once(config, tmp_path_factory, dist_name, project, copies, env):
         done = root / "INSTALLED"
         if not done.exists():
             shutil.rmtree(root, ignore_errors=True)
-            for name in copies:
-                shutil.copytree(REPO / name, root / name, ignore=COPY_IGNORE)
+            copy_checkout(root, copies)
             proc = subprocess.run(
                 [sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps",
                  str(root / project)],
-                env=env, capture_output=True, text=True, check=False)
+                env=example_build_env(), capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 pytest.fail(f"pip install {project} failed ({proc.returncode}):\n"
                             f"{proc.stdout}\n{proc.stderr}")

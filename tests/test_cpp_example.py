@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, pip_install_once, sanitizer_flags
+from conftest import REPO, pip_install_once
 
 from indirect_buffer import BufferCollection2D, IndirectMemory2D
 
@@ -64,13 +64,9 @@ def test_in_a_child_with_libstdcxx_preloaded(tmp_path):
 @pytest.fixture(scope="module")
 def cpp(pytestconfig, tmp_path_factory):
     pytest.importorskip("pybind11", reason="pybind11 is in tests/requirements.txt")
-    env = dict(os.environ)
-    env.pop("IB_CLIB_DIR", None)  # build from the copied ../../clib
-    if sanitizer_flags():  # test_install.sh asan: instrument the module like the package
-        env["CFLAGS"] = " ".join(sanitizer_flags())
     # Once per run, whichever worker comes first (see conftest).
     pip_install_once(pytestconfig, tmp_path_factory, "ib_cpp", "examples/cpp",
-                     ("examples/cpp", "clib"), env)
+                     ("examples/cpp", "clib"))
     mod = importlib.import_module("ib_cpp")
     assert REPO not in Path(mod.__file__).resolve().parents
     yield mod

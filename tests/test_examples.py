@@ -18,29 +18,20 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import COPY_IGNORE, REPO, pip_install_once, sanitizer_flags
+from conftest import REPO, copy_checkout, pip_install_once
 
 from indirect_buffer import BufferCollection2D, IndirectMemory2D
 
 
 def _copy_sources(dest, names=("examples", "clib")):
-    for name in names:
-        shutil.copytree(REPO / name, dest / name, ignore=COPY_IGNORE)
-
-
-def _build_env():
-    env = dict(os.environ)
-    env.pop("IB_CLIB_DIR", None)  # build from the copied ../clib
-    if sanitizer_flags():  # test_install.sh asan: instrument the examples like the package
-        env["CFLAGS"] = " ".join(sanitizer_flags())
-    return env
+    copy_checkout(dest, names)
 
 
 @pytest.fixture(scope="module")
 def examples_root(pytestconfig, tmp_path_factory):
     """examples/ pip-installed into the suite's virtualenv (once per run, see conftest)."""
     return pip_install_once(pytestconfig, tmp_path_factory, "ib_examples", "examples",
-                            ("examples", "clib"), _build_env())
+                            ("examples", "clib"))
 
 
 @pytest.fixture(scope="module")
