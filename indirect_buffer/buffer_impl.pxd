@@ -54,6 +54,9 @@ cdef class IndirectMemory:
     # Pointer levels when the memory is a plain T** / T*** ... (indirect exactly in dimensions
     # 0 .. levels_-1 with pointer-sized strides, C-contiguous after them), else 0.
     cdef int levels_
+    # Lent memory (wrapped without a memory nanny): table is the wrapper's own copy of the
+    # lender's root table, and release() revokes the loan (views out then read a snapshot).
+    cdef bint lent_
 
     # The one initialiser every constructor funnels into (format already validated; strides
     # and suboffsets given for every dimension).
@@ -90,7 +93,8 @@ cdef class IndirectMemory:
     cdef void unpin(self) noexcept
 
     # The checks behind every checked table and pinned(): alive, format, writable, and every
-    # suboffset equal to row_offset (-1: any; the layout itself is checked by the tables).
+    # suboffset equal to row_offset (the layout itself is checked by the tables). A negative
+    # row_offset is refused with ValueError (earlier releases took -1 as "any").
     cdef int _check_table_request(self, object format, bint writable,
                                   Py_ssize_t row_offset) except -1
 

@@ -41,6 +41,7 @@ cdef extern from "indirect_buffer.h":
         object (*wrap_borrowed)(void**, Py_ssize_t, Py_ssize_t, const char*, int, Py_ssize_t,
                                 PyObject*)
         int (*check)(PyObject*) noexcept
+        int (*release)(PyObject*) except -1
 
 
 cdef str _capi_format(const char* format):
@@ -192,6 +193,15 @@ cdef int _capi_check(PyObject* obj) noexcept:
     return obj != NULL and isinstance(<object>obj, IndirectMemory2D)
 
 
+cdef int _capi_release(PyObject* obj) except -1:
+    if obj == NULL:
+        raise ValueError("ib_release: memory is NULL")
+    if not isinstance(<object>obj, IndirectMemory):
+        raise TypeError(f"ib_release needs an IndirectMemory, not {type(<object>obj).__name__}")
+    (<IndirectMemory>(<object>obj)).release()
+    return 0
+
+
 # Static: C modules keep pointers into it for the life of the process (this module is never
 # unloaded).
 cdef ib_capi _capi_table
@@ -208,6 +218,7 @@ cdef object _make_capi_capsule():
     _capi_table.wrap = _capi_wrap
     _capi_table.wrap_borrowed = _capi_wrap_borrowed
     _capi_table.check = _capi_check
+    _capi_table.release = _capi_release
     return PyCapsule_New(&_capi_table, IB_CAPI_CAPSULE_NAME, NULL)
 
 

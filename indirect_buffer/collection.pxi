@@ -108,8 +108,7 @@ cdef int _acquire_rows(BufferCollection2D self, _HeldBuffers held, Py_ssize_t co
                               "to read C-contiguous buffers as flat rows)")
         if not _is_c_contiguous(view):
             raise BufferError(f"row {i} is not C-contiguous")
-        # Used up: for an array read directly they point into it (see _export_ndarray).
-        view.shape = view.strides = NULL
+        _forget_lent_geometry(view)  # used up
         row_c = _format_of(view)
         count = view.len // view.itemsize
         if expected_c == NULL:

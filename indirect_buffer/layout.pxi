@@ -38,11 +38,12 @@ cdef int _parse_shape(object shape, Py_ssize_t* out) except -1:
     return <int>n
 
 
-cdef unsigned int _parse_indirect(object indirect, int ndim) except? 0:
-    """The mask of the indirect dimensions: a sequence of dimension numbers, or None for all
-    but the last (a T*** for 3-D)."""
+cdef tuple _indirect_dims(object indirect):
+    """A caller's `indirect` argument converted once, at entry (it may be a one-shot iterator
+    and run code as it is read): None for the default, else a tuple of distinct ints. Only
+    the converted value travels on; _parse_indirect checks it against the dimensions."""
     if indirect is None:
-        return (1u << (ndim - 1)) - 1
+        return None
     if isinstance(indirect, (str, bytes)):
         raise TypeError(f"indirect must be a sequence of dimensions, not "
                         f"{type(indirect).__name__}")
@@ -53,7 +54,7 @@ cdef unsigned int _parse_indirect(object indirect, int ndim) except? 0:
                         f"{type(indirect).__name__}") from None
     if not items:
         raise ValueError("indirect must name at least one dimension (got an empty sequence)")
-    cdef unsigned int mask = 0
+    dims = []
     for v in items:
         if isinstance(v, bool):
             raise TypeError("indirect dimensions must be ints, not bool")
@@ -62,12 +63,23 @@ cdef unsigned int _parse_indirect(object indirect, int ndim) except? 0:
         except TypeError:
             raise TypeError(f"indirect dimensions must be ints, not {type(v).__name__}") \
                 from None
+        if d in dims:
+            raise ValueError(f"indirect dimension {d} is given twice")
+        dims.append(d)
+    return tuple(dims)
+
+
+cdef unsigned int _parse_indirect(tuple dims, int ndim) except? 0:
+    """The mask of the indirect dimensions `dims` (from _indirect_dims) for `ndim`
+    dimensions; None: all but the last (a T*** for 3-D)."""
+    if dims is None:
+        return (1u << (ndim - 1)) - 1
+    cdef unsigned int mask = 0
+    for d in dims:
         if d < 0 or d >= ndim - 1:
             raise ValueError(f"indirect dimension {d} is out of range for {ndim} dimensions: "
                              f"0 <= d < {ndim - 1} (the last dimension holds the elements)")
-        if mask >> d & 1:
-            raise ValueError(f"indirect dimension {d} is given twice")
-        mask |= 1u << d
+        mask |= 1u << <int>d
     return mask
 
 
@@ -99,24 +111,19 @@ cdef unsigned int _mask_of(const Py_ssize_t* suboffsets, int ndim) noexcept:
     return mask
 
 
-cdef int _parse_offsets(object offsets, unsigned int mask, int ndim,
-                        Py_ssize_t* out) except -1:
-    """Bytes from each pointer to the data it leads to, one per indirect dimension (in
-    increasing order), into out[d]; None: all 0."""
-    cdef int d
-    for d in range(ndim):
-        out[d] = 0
+cdef tuple _offsets_arg(object offsets):
+    """A caller's `offsets` argument converted once, at entry: None, or a tuple of ints from
+    0 to PY_SSIZE_T_MAX (bytes from each pointer to its data)."""
     if offsets is None:
-        return 0
-    dims = _mask_dims(mask, ndim)
+        return None
+    if isinstance(offsets, (str, bytes)):
+        raise TypeError(f"offsets must be a sequence of ints, not {type(offsets).__name__}")
     try:
         items = tuple(offsets)
     except TypeError:
         raise TypeError(f"offsets must be a sequence of ints, not {type(offsets).__name__}") \
             from None
-    if len(items) != len(dims):
-        raise ValueError(f"offsets needs one value per indirect dimension {dims}, got "
-                         f"{len(items)}")
+    values = []
     for k, v in enumerate(items):
         if isinstance(v, bool):
             raise TypeError("offsets must be ints, not bool")
@@ -126,7 +133,25 @@ cdef int _parse_offsets(object offsets, unsigned int mask, int ndim,
             raise TypeError(f"offsets[{k}] must be an int, not {type(v).__name__}") from None
         if value < 0 or value > PY_SSIZE_T_MAX:
             raise ValueError(f"offsets[{k}] must be 0 to {PY_SSIZE_T_MAX}, got {value}")
-        out[<int>dims[k]] = value
+        values.append(value)
+    return tuple(values)
+
+
+cdef int _parse_offsets(tuple offsets, unsigned int mask, int ndim,
+                        Py_ssize_t* out) except -1:
+    """Bytes from each pointer to the data it leads to (from _offsets_arg), one per indirect
+    dimension in increasing order, into out[d]; None: all 0."""
+    cdef int d
+    for d in range(ndim):
+        out[d] = 0
+    if offsets is None:
+        return 0
+    dims = _mask_dims(mask, ndim)
+    if len(offsets) != len(dims):
+        raise ValueError(f"offsets needs one value per indirect dimension {dims}, got "
+                         f"{len(offsets)}")
+    for k in range(len(dims)):
+        out[<int>dims[k]] = offsets[k]
     return 0
 
 
@@ -299,9 +324,10 @@ cdef IndirectMemory _new_owned_nd(int ndim, const Py_ssize_t* shape, bytes fmt,
 
 cdef IndirectMemory _wrap_nd(void* ptr, int ndim, const Py_ssize_t* shape, bytes fmt,
                              Py_ssize_t itemsize, unsigned int mask, const Py_ssize_t* offsets,
-                             bint readonly, object keepalive):
+                             bint readonly, object keepalive, bint lent):
     """Wrap an existing pointer structure of a validated layout; every pointer it holds is
-    checked for NULL (a NULL one would crash the first consumer that follows it)."""
+    checked for NULL (a NULL one would crash the first consumer that follows it). lent: no
+    memory nanny keeps it valid (see lending.pxi)."""
     cdef Py_ssize_t strides[IB_MAX_NDIM]
     cdef Py_ssize_t suboffsets[IB_MAX_NDIM]
     _check_layout(ndim, shape, mask)
@@ -313,6 +339,8 @@ cdef IndirectMemory _wrap_nd(void* ptr, int ndim, const Py_ssize_t* shape, bytes
     cdef IndirectMemory self = _new_memory(ndim, mask)
     self._init_geometry(<void**>ptr, ndim, shape, strides, suboffsets, fmt, itemsize, readonly,
                         keepalive)
+    if lent:
+        _lend(self)  # checked below through the copy, as exported
     _check_pointers(self)
     return self
 

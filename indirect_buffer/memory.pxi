@@ -19,6 +19,7 @@ cdef class IndirectMemory:
 
     def __dealloc__(self):
         # export_count is 0 here: every view holds a reference to self.
+        _forget_lent_table(self)
         free(self.owned_table)
         free(self.owned_data)
         self.owned_table = NULL
@@ -98,7 +99,7 @@ cdef class IndirectMemory:
                     raise ValueError(f"offsets[{d}] must be >= 0, got {offsets[d]}")
         fmt, itemsize = _parse_format(format)
         return _wrap_nd(ptr, ndim, shape, fmt, itemsize, indirect, offsets, readonly,
-                        memory_nanny)
+                        memory_nanny, memory_nanny is None)
 
     # -- typed accessors for C calls ----------------------------------------------------------
 
@@ -109,24 +110,15 @@ cdef class IndirectMemory:
     cdef int _check_table_request(self, object format, bint writable,
                                   Py_ssize_t row_offset) except -1:
         """What every checked table hands out is: alive, of the element format asked for
-        (None: any), writable if asked, with the offset the caller's C API expects after
-        every pointer (-1: any, for a caller that reads the offsets itself)."""
+        (None: any), writable if asked, with the data row_offset (>= 0) bytes after every
+        pointer, the offset the caller's C API expects."""
+        cdef Py_ssize_t offsets[IB_MAX_NDIM]
         cdef int d
-        self._check_alive()
-        if format is not None and format is not self.format_ and \
-                not _is_native_element(format, self.elem_kind, self.itemsize_) and (
-                    _parse_format(format)[1] != self.itemsize_
-                    or _canonical_format(format) != _canonical_format(self.format_)):
-            raise TypeError(f"element format is {self.format!r}, not {format!r}")
-        if writable and self.readonly_:
-            raise BufferError("writable table requested from read-only memory")
-        for d in range(self.ndim_):
-            if row_offset >= 0 and self.suboffsets_[d] >= 0 and self.suboffsets_[d] != row_offset:
-                where = ("the table's rows start" if self.ndim_ == 2 else
-                         f"the data behind dimension {d} starts")
-                raise ValueError(f"{where} {self.suboffsets_[d]} bytes after each row pointer "
-                                 f"(row_offset), not {row_offset} as requested")
-        return 0
+        if row_offset < 0:
+            raise ValueError(f"row_offset must be >= 0, got {row_offset}")
+        for d in range(IB_MAX_NDIM):
+            offsets[d] = row_offset
+        return _check_request(self, format, writable, offsets, False)
 
     cdef void* checked_levels(self, object format, bint writable, int levels,
                               Py_ssize_t row_offset=0) except NULL:
@@ -231,7 +223,7 @@ cdef class IndirectMemory:
         pin.format = format
         pin.writable = bool(writable)
         pin.row_offset = row_offset
-        pin.offsets = None if offsets is None else tuple(offsets)
+        pin.offsets = _offsets_arg(offsets)
         return pin
 
     # -- buffer protocol ----------------------------------------------------------------------
@@ -255,7 +247,7 @@ cdef class IndirectMemory:
         """
         cdef Py_ssize_t shp[IB_MAX_NDIM]
         cdef int ndim = _parse_shape(shape, shp)
-        cdef unsigned int mask = _parse_indirect(indirect, ndim)
+        cdef unsigned int mask = _parse_indirect(_indirect_dims(indirect), ndim)
         fmt, itemsize = _parse_format(format)
         return _new_owned_nd(ndim, shp, fmt, itemsize, mask, bool(readonly))
 
@@ -272,17 +264,18 @@ cdef class IndirectMemory:
         cdef Py_ssize_t shp[IB_MAX_NDIM]
         cdef Py_ssize_t offs[IB_MAX_NDIM]
         cdef int ndim = _parse_shape(shape, shp)
-        cdef unsigned int mask = _parse_indirect(indirect, ndim)
-        _parse_offsets(offsets, mask, ndim, offs)
+        cdef unsigned int mask = _parse_indirect(_indirect_dims(indirect), ndim)
+        _parse_offsets(_offsets_arg(offsets), mask, ndim, offs)
         fmt, itemsize = _parse_format(format)
         ro = bool(readonly)
         # Last: nothing of the caller's may run between reading a pointer object and
         # wrapping what it points to (see _address_and_keep).
+        lent = memory_nanny is None
         value, keep = _address_and_keep(address)
         if keep is not None:
             memory_nanny = (keep, memory_nanny)
         return _wrap_nd(<void*><uintptr_t>value, ndim, shp, fmt, itemsize, mask, offs, ro,
-                        memory_nanny)
+                        memory_nanny, lent)
 
     @staticmethod
     def from_ctype_ptr(ptr, shape, readonly=False, memory_nanny=None, offsets=None):
@@ -294,7 +287,7 @@ cdef class IndirectMemory:
         cdef Py_ssize_t offs[IB_MAX_NDIM]
         cdef int ndim = _parse_shape(shape, shp)
         ro = bool(readonly)
-        offsets = None if offsets is None else tuple(offsets)
+        offs_arg = _offsets_arg(offsets)
         # Last (see _ctypes_table): only our own code runs after it.
         address, levels, fmt, entries, keep = _ctypes_table(ptr)
         if levels >= ndim:
@@ -303,11 +296,12 @@ cdef class IndirectMemory:
         if entries >= 0 and entries < shp[0]:
             raise BufferError(f"ctypes table has {entries} entries, {shp[0]} requested")
         cdef unsigned int mask = (1u << levels) - 1
+        lent = memory_nanny is None
         keep = (keep, memory_nanny)
-        _parse_offsets(offsets, mask, ndim, offs)
+        _parse_offsets(offs_arg, mask, ndim, offs)
         fmt_bytes, itemsize = _parse_format(fmt)
         return _wrap_nd(<void*><uintptr_t>address, ndim, shp, fmt_bytes, itemsize, mask, offs,
-                        ro, keep)
+                        ro, keep, lent)
 
     @staticmethod
     def view_from_array(array, indirect=None, readonly=False):
@@ -315,7 +309,7 @@ cdef class IndirectMemory:
         `indirect` dimensions (default all but the last) over blocks of the source, which
         must be C-contiguous after the last indirect dimension. The source is kept alive.
         """
-        return _view_nd(array, indirect, bool(readonly))
+        return _view_nd(array, _indirect_dims(indirect), bool(readonly))
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -385,6 +379,12 @@ cdef class IndirectMemory:
         return self.exports
 
     @property
+    def lent(self):
+        """True for memory lent by its wrapper's caller (wrapped without a memory_nanny):
+        release() revokes the loan, and views still out then read a snapshot."""
+        return bool(self.lent_)
+
+    @property
     def released(self):
         """True after release()."""
         return bool(self.released_)
@@ -438,9 +438,17 @@ cdef class IndirectMemory:
     def release(self):
         """Free owned memory / drop references to borrowed memory now; idempotent.
 
-        Raises BufferError while buffers are exported.
+        Raises BufferError while buffers are exported, except for lent memory (wrapped
+        without a memory_nanny), whose release revokes the loan: views still out keep
+        reading a private snapshot of the data as it is now, and nothing reads or writes
+        the lent memory afterwards. Lent memory pinned by a C call in flight raises
+        BufferError and stays as it is.
         """
         if self.released_:
+            return
+        if self.lent_:
+            self._check_alive()
+            _revoke(self)
             return
         self._check_unlocked("release")
         # Released first: dropping the last reference to a nanny may run Python code
@@ -454,6 +462,7 @@ cdef class IndirectMemory:
         cdef void* data = self.owned_data
         cdef void** table = self.owned_table
         cdef int d
+        _forget_lent_table(self)
         self.owned_data = NULL
         self.owned_table = NULL
         self.table = NULL
@@ -533,9 +542,44 @@ cdef class IndirectMemory:
         in C order. Counts as an export of self. BufferError otherwise.
         """
         self._check_alive()
+        if self.lent_:
+            raise BufferError(f"direct_view() of lent {type(self).__name__} would point into "
+                              "the lent memory past the loan; use copy() or to_numpy()")
         cdef _DirectExport exporter = _DirectExport.__new__(_DirectExport)
         exporter.parent = self
         return memoryview(exporter)
+
+
+cdef int _check_request(IndirectMemory mem, object format, bint writable,
+                        const Py_ssize_t* offsets, bint per_dimension) except -1:
+    """The checks behind every checked table and pin: alive, of the element format asked for
+    (None: any), writable if asked, and the data offsets[d] bytes after each pointer of
+    every indirect dimension d (per_dimension: the caller named them one by one)."""
+    cdef int d
+    mem._check_alive()
+    if format is not None and format is not mem.format_ and \
+            not _is_native_element(format, mem.elem_kind, mem.itemsize_) and (
+                _parse_format(format)[1] != mem.itemsize_
+                or _canonical_format(format) != _canonical_format(mem.format_)):
+        raise TypeError(f"element format is {mem.format!r}, not {format!r}")
+    if writable and mem.readonly_:
+        raise BufferError("writable table requested from read-only memory")
+    for d in range(mem.ndim_):
+        if mem.suboffsets_[d] >= 0 and mem.suboffsets_[d] != offsets[d]:
+            if per_dimension:
+                raise ValueError(f"the data behind dimension {d} starts "
+                                 f"{mem.suboffsets_[d]} bytes after each pointer, not "
+                                 f"{offsets[d]} as requested (offsets={_offsets_of(mem, offsets)})")
+            where = ("the table's rows start" if mem.ndim_ == 2 else
+                     f"the data behind dimension {d} starts")
+            raise ValueError(f"{where} {mem.suboffsets_[d]} bytes after each row pointer "
+                             f"(row_offset), not {offsets[d]} as requested")
+    return 0
+
+
+cdef tuple _offsets_of(IndirectMemory mem, const Py_ssize_t* offsets):
+    """offsets[d] for the memory's indirect dimensions, as pinned(offsets=...) names them."""
+    return tuple([offsets[d] for d in range(mem.ndim_) if mem.suboffsets_[d] >= 0])
 
 
 cdef inline bint _table_fits(IndirectMemory mem, char kind, Py_ssize_t itemsize, bint writable,

@@ -62,16 +62,8 @@ cdef class IndirectMemory2D(IndirectMemory):
     cdef IndirectMemory2D from_ptr_with_offset(void* ptr, Py_ssize_t rows, Py_ssize_t cols,
                                                object format, int readonly, object memory_nanny,
                                                Py_ssize_t row_offset):
-        cdef Py_ssize_t shape[2]
-        cdef Py_ssize_t offsets[2]
-        _check_dims(rows, cols)
-        if row_offset < 0:
-            raise ValueError(f"row_offset must be >= 0, got {row_offset}")
-        fmt, itemsize = _parse_format(format)
-        shape[0], shape[1] = rows, cols
-        offsets[0], offsets[1] = row_offset, 0
-        return <IndirectMemory2D>_wrap_nd(ptr, 2, shape, fmt, itemsize, 1, offsets,
-                                          bool(readonly), memory_nanny)
+        return _wrap_2d(ptr, rows, cols, format, readonly, memory_nanny, row_offset,
+                        memory_nanny is None)
 
     # 0.1.0's names for the zero-copy row and column views (view_from_rows/view_from_columns).
     @staticmethod
@@ -124,8 +116,8 @@ cdef class IndirectMemory2D(IndirectMemory):
                             f"{levels + 1}-D shape")
         if entries >= 0 and entries < rows:
             raise BufferError(f"ctypes table has {entries} entries, {rows} rows requested")
-        return IndirectMemory2D.from_ptr_with_offset(
-            <void*><uintptr_t>address, rows, cols, fmt, ro, (keep, memory_nanny), row_offset)
+        return _wrap_2d(<void*><uintptr_t>address, rows, cols, fmt, ro, (keep, memory_nanny),
+                        row_offset, memory_nanny is None)
 
     @staticmethod
     def from_address(address, Py_ssize_t rows, Py_ssize_t cols, format, readonly=False,
@@ -137,6 +129,7 @@ cdef class IndirectMemory2D(IndirectMemory):
         really holds `rows` valid row pointers: that is the caller's promise.
         """
         ro = bool(readonly)
+        lent = memory_nanny is None
         # Last: nothing of the caller's may run between reading a pointer object and
         # wrapping what it points to (see _address_and_keep).
         value, keep = _address_and_keep(address)
@@ -144,8 +137,8 @@ cdef class IndirectMemory2D(IndirectMemory):
             # A ctypes or cffi pointer object may own what it points to (ctypes arrays,
             # ffi.new): keep it alive with the nanny.
             memory_nanny = (keep, memory_nanny)
-        return IndirectMemory2D.from_ptr_with_offset(<void*><uintptr_t>value, rows, cols,
-                                                     format, ro, memory_nanny, row_offset)
+        return _wrap_2d(<void*><uintptr_t>value, rows, cols, format, ro, memory_nanny,
+                        row_offset, lent)
 
     @staticmethod
     def view_from_rows(array2d, readonly=False):
@@ -175,6 +168,23 @@ cdef class IndirectMemory2D(IndirectMemory):
             return f"<{type(self).__name__} uninitialised>"
         return (f"<{type(self).__name__} shape=({self.shape_[0]}, {self.shape_[1]}) "
                 f"format={self.format!r} readonly={bool(self.readonly_)}>")
+
+
+cdef IndirectMemory2D _wrap_2d(void* ptr, Py_ssize_t rows, Py_ssize_t cols, object format,
+                               bint readonly, object keepalive, Py_ssize_t row_offset,
+                               bint lent):
+    """Wrap the T** at ptr (rows starting row_offset bytes after each pointer); lent: no
+    memory nanny keeps it valid (see lending.pxi)."""
+    cdef Py_ssize_t shape[2]
+    cdef Py_ssize_t offsets[2]
+    _check_dims(rows, cols)
+    if row_offset < 0:
+        raise ValueError(f"row_offset must be >= 0, got {row_offset}")
+    fmt, itemsize = _parse_format(format)
+    shape[0], shape[1] = rows, cols
+    offsets[0], offsets[1] = row_offset, 0
+    return <IndirectMemory2D>_wrap_nd(ptr, 2, shape, fmt, itemsize, 1, offsets,
+                                      readonly, keepalive, lent)
 
 
 cdef IndirectMemory2D _new_owned(Py_ssize_t rows, Py_ssize_t cols, bytes fmt,

@@ -191,6 +191,14 @@ cdef int _learn_descr(object obj, const Py_buffer* view) except -1:
     return 0
 
 
+cdef inline void _forget_lent_geometry(Py_buffer* view) noexcept:
+    """Once a held buffer's shape and strides have been read: drop them if they point into an
+    array read directly (they are valid only until Python code runs). A buffer from
+    PyObject_GetBuffer is left exactly as its exporter filled it: its release may read it."""
+    if view.internal == <void*>_HELD_BY_REFERENCE:
+        view.shape = view.strides = NULL
+
+
 cdef inline void _release_held(Py_buffer* view) noexcept:
     """Give back a buffer from PyObject_GetBuffer or _export_ndarray."""
     if view.internal == <void*>_HELD_BY_REFERENCE:

@@ -93,7 +93,7 @@ def as_indirect(obj, format=None, bint readonly=True, indirect=None):
     cdef Py_buffer probe
     want = None if format is None else _canonical_format(_parse_format(format)[0])
     if indirect is not None:
-        return _as_indirect_nd(obj, format, want, readonly, indirect)
+        return _as_indirect_nd(obj, format, want, readonly, _indirect_dims(indirect))
     if isinstance(obj, IndirectMemory2D):
         mem = <IndirectMemory2D>obj
         mem._check_alive()
@@ -162,7 +162,7 @@ cdef int _check_writable(object obj) except -1:
     return 0
 
 
-cdef IndirectMemory _copy_of_buffer_nd(object obj, object indirect):
+cdef IndirectMemory _copy_of_buffer_nd(object obj, tuple indirect):
     """An owned copy of obj's buffer (any strides and suboffsets) with pointer tables at the
     indirect dimensions, or None if it has fewer than 2 or more than IB_MAX_NDIM
     dimensions."""
@@ -185,7 +185,7 @@ cdef IndirectMemory _copy_of_buffer_nd(object obj, object indirect):
 
 
 cdef IndirectMemory _as_indirect_nd(object obj, object format, object want, bint readonly,
-                                    object indirect):
+                                    tuple indirect):
     """as_indirect(obj, format, readonly, indirect) for N-D memory (see as_indirect)."""
     cdef IndirectMemory mem
     cdef IndirectMemory out

@@ -30,7 +30,7 @@ cdef class _Pinned:
     cdef object format
     cdef bint writable
     cdef Py_ssize_t row_offset
-    cdef tuple offsets  # per indirect dimension, or None: row_offset for all
+    cdef tuple offsets  # per indirect dimension (from _offsets_arg), or None: row_offset
     cdef bint entered
 
     def __init__(self, *args, **kwargs):
@@ -44,19 +44,12 @@ cdef class _Pinned:
             raise ValueError("this pinned() context is already entered; call pinned() again "
                              "for a second pin")
         cdef Py_ssize_t offs[IB_MAX_NDIM]
-        cdef int d
         if self.offsets is None:
             mem._check_table_request(self.format, self.writable, self.row_offset)
         else:
             mem._check_alive()
             _parse_offsets(self.offsets, _mask_of(mem.suboffsets_, mem.ndim_), mem.ndim_, offs)
-            for d in range(mem.ndim_):
-                if mem.suboffsets_[d] >= 0 and mem.suboffsets_[d] != offs[d]:
-                    raise ValueError(f"the data behind dimension {d} starts "
-                                     f"{mem.suboffsets_[d]} bytes after each pointer, not "
-                                     f"{offs[d]} as requested (offsets={self.offsets})")
-            # Everything else as for row_offset: that check with the memory's own offsets.
-            mem._check_table_request(self.format, self.writable, -1)
+            _check_request(mem, self.format, self.writable, offs, True)
         mem.pin()
         self.entered = True
         mem.layout_trusted = False  # C may re-point rows from now on

@@ -105,8 +105,8 @@ def test_capsule_and_version(capi):
     major = int(re.search(r"#define IB_CAPI_VERSION_MAJOR (\d+)", header).group(1))
     minor = int(re.search(r"#define IB_CAPI_VERSION_MINOR (\d+)", header).group(1))
     got_major, got_minor, size = capi.api_version()
-    assert (got_major, got_minor) == (major, minor) == (1, 0)
-    assert size >= 4 * 2 + 7 * 8  # versions, struct_size, the type and six functions
+    assert (got_major, got_minor) == (major, minor) == (1, 1)
+    assert size >= 4 * 2 + 8 * 8  # versions, struct_size, the type and seven functions
     assert capi.type_object() is IndirectMemory2D
     capi.reimport()  # idempotent
 
@@ -147,11 +147,11 @@ def _import_in_child(build_dir, name, before=""):
 
 
 @pytest.mark.parametrize("which, value, expected", [
-    ("MINOR", 99, ("indirect_buffer C API 1.0 is installed, but this module was built against "
+    ("MINOR", 99, ("indirect_buffer C API 1.1 is installed, but this module was built against "
                    "C API 1.99 and needs 1.99 or a later 1.x: upgrade indirect_buffer")),
-    ("MAJOR", 2, ("indirect_buffer C API 1.0 is installed, but this module was built against "
-                  "C API 2.0: the major versions differ")),
-    ("MAJOR", 0, "C API 0.0: the major versions differ"),
+    ("MAJOR", 2, ("indirect_buffer C API 1.1 is installed, but this module was built against "
+                  "C API 2.1: the major versions differ")),
+    ("MAJOR", 0, "C API 0.1: the major versions differ"),
 ])
 def test_ib_import_refuses_other_versions(c_extension_builder, which, value, expected):
     name = f"ib_version_{which.lower()}_{value}"

@@ -252,7 +252,8 @@ SECTIONS = [
          f"{NULLS}\nIndirectMemory2D.from_ctype_ptr(ctypes.cast(t, ctypes.POINTER(P)), 2, 3)",
          "ValueError", "row 0 of the pointer table is NULL"),
         ("only_row_repointed_to_null",
-         "t = table(1)\nm = IndirectMemory2D.from_ctype_ptr(t, 1, 3)\nt[0] = P()\nm.to_numpy()",
+         "t = table(1)\nm = IndirectMemory2D.from_ctype_ptr(t, 1, 3, memory_nanny=t)\nt[0] = P()\n"
+         "m.to_numpy()",
          "ValueError", "row 0 of the source's pointer table is NULL"),
     ]),
     ("Mismatched collections", [

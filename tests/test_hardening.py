@@ -447,7 +447,9 @@ def test_only_row_repointed_to_null_after_wrapping_is_a_valueerror(row_offset):
     P = ctypes.POINTER(ctypes.c_double)
     r = (ctypes.c_double * 3)(1, 2, 3)
     t = (P * 1)(ctypes.cast(r, P))
-    m = IndirectMemory2D.from_ctype_ptr(t, 1, 3 - row_offset // 8, row_offset=row_offset)
+    # Kept by a nanny: lent memory would export its own copy of t (and refuse direct_view).
+    m = IndirectMemory2D.from_ctype_ptr(t, 1, 3 - row_offset // 8, row_offset=row_offset,
+                                        memory_nanny=t)
     t[0] = P()
     cols = m.shape[1]
     other = IndirectMemory2D.create_memory(1, cols, "d")

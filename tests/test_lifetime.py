@@ -56,7 +56,10 @@ def make(kind):
         m.copy_from(EXPECTED)
         return m.copy(), EXPECTED
     if kind == "from_ctype_ptr_array":
-        return IndirectMemory2D.from_ctype_ptr(ctypes_table(), 3, 4), EXPECTED
+        # With a nanny: without one the memory is lent, and release() revokes (see
+        # test_lending.py) instead of being refused while exported.
+        return IndirectMemory2D.from_ctype_ptr(ctypes_table(), 3, 4,
+                                               memory_nanny=PyNanny()), EXPECTED
     if kind == "from_ctype_ptr_pointer":
         p = ctypes.cast(ctypes_table(), ctypes.POINTER(ctypes.POINTER(ctypes.c_double)))
         return IndirectMemory2D.from_ctype_ptr(p, 3, 4, memory_nanny=PyNanny()), EXPECTED

@@ -123,7 +123,10 @@ def test_null_row_set_after_wrapping_makes_copies_raise():
     table = (ctypes.POINTER(ctypes.c_double) * 2)(
         *[ctypes.cast(r, ctypes.POINTER(ctypes.c_double)) for r in rows])
     m = IndirectMemory2D.from_ctype_ptr(table, 2, 2)
-    table[1] = ctypes.POINTER(ctypes.c_double)()  # C-side re-pointing to NULL
+    # C-side re-pointing to NULL, in the table the memory exports (lent memory exports its
+    # own copy of table).
+    ctypes.cast(m.address, ctypes.POINTER(ctypes.POINTER(ctypes.c_double)))[1] = \
+        ctypes.POINTER(ctypes.c_double)()
     with pytest.raises(ValueError, match="row 1 of the source's pointer table is NULL"):
         m.to_numpy()
     with pytest.raises(ValueError, match="row 1 of the destination's pointer table is NULL"):

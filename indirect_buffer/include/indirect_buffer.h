@@ -49,7 +49,7 @@
 #define IB_CAPI_VERSION_MAJOR 1
 #endif
 #ifndef IB_CAPI_VERSION_MINOR
-#define IB_CAPI_VERSION_MINOR 0
+#define IB_CAPI_VERSION_MINOR 1
 #endif
 
 /* The capsule ib_import() looks for: the attribute _C_API of indirect_buffer.buffer_impl. */
@@ -102,10 +102,13 @@ typedef struct ib_capi {
                                const char *format, int readonly, Py_ssize_t row_offset,
                                PyObject *owner);
     int (*check)(PyObject *obj);
+    /* 1.1 */
+    int (*release)(PyObject *memory);
 } ib_capi;
 
 /* What every 1.x API has (its struct_size is at least this). */
 #define IB_PRIV_CAPI_SIZE_1_0 (offsetof(ib_capi, check) + sizeof(int (*)(PyObject *)))
+#define IB_PRIV_CAPI_SIZE_1_1 (offsetof(ib_capi, release) + sizeof(int (*)(PyObject *)))
 
 /* This translation unit's pointer to the installed table; NULL until ib_import() succeeds. */
 static const ib_capi *ib_priv_capi = NULL;
@@ -259,6 +262,23 @@ static inline int ib_check(PyObject *obj)
         return -1;
     }
     return ib_priv_capi->check(obj);
+}
+
+/* 1.1: release memory (an IndirectMemory, IndirectMemory2D or subclass), as its release()
+ * does. For lent memory -- wrapped by ib_wrap_borrowed with a NULL (or None) owner -- this
+ * revokes the loan: call it before the table stops being valid (at the end of a callback,
+ * before the next call of an API whose buffer is valid "until the next call"). Views still
+ * out then read a private snapshot of the data as it was, never the lent memory. 0 on
+ * success (also if already released); -1 with an exception set: BufferError while pinned
+ * (a C call in flight: nothing changed) or, for memory that is not lent, while exported;
+ * TypeError for anything else. */
+static inline int ib_release(PyObject *memory)
+{
+    if (ib_priv_capi == NULL) {
+        ib_priv_not_imported();
+        return -1;
+    }
+    return ib_priv_capi->release(memory);
 }
 
 #ifdef __cplusplus

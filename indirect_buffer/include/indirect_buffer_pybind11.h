@@ -208,6 +208,55 @@ pybind11::object wrap(T **table, Py_ssize_t rows, Py_ssize_t cols, Dealloc &&dea
     return pybind11::reinterpret_steal<pybind11::object>(mem);
 }
 
+/* Memory C lends to Python for a scope: a callback's buffer, a buffer valid "until the next
+ * call". Wraps rows x cols of T (read-only if T is const) without copying the data and without
+ * an owner; the destructor revokes the loan (ib_release): views Python code kept read a
+ * private snapshot from then on, never the lent memory. Needs the GIL to be made and
+ * destroyed. Revocation can only fail while a C call pinned the memory (BufferError): the
+ * destructor reports that through sys.unraisablehook, as it cannot throw.
+ *
+ *     void on_block(const int32_t *const *channels, int n, int samples, void *ctx) {
+ *         pybind11::gil_scoped_acquire gil;
+ *         ib::lent<const int32_t> block(channels, n, samples);
+ *         callback(block.object());
+ *     }  // revoked here */
+template <class T> class lent {
+public:
+    lent(T *const *table, Py_ssize_t rows, Py_ssize_t cols)
+    {
+        if (!detail::ensure_imported())
+            throw pybind11::error_already_set();
+        void **untyped = reinterpret_cast<void **>(
+            const_cast<std::remove_const_t<T> **>(table));
+        PyObject *mem = ib_wrap_borrowed(untyped, rows, cols, format_v<T>,
+                                         std::is_const_v<T> ? 1 : 0, 0, nullptr);
+        if (mem == nullptr)
+            throw pybind11::error_already_set();
+        memory_ = pybind11::reinterpret_steal<pybind11::object>(mem);
+    }
+    lent(const lent &) = delete;
+    lent &operator=(const lent &) = delete;
+    ~lent() { revoke_noexcept(); }
+
+    /* The IndirectMemory2D to hand to Python code. */
+    const pybind11::object &object() const noexcept { return memory_; }
+
+    /* Revoke now (idempotent); throws pybind11::error_already_set if pinned. */
+    void revoke()
+    {
+        if (memory_ && ib_release(memory_.ptr()) < 0)
+            throw pybind11::error_already_set();
+    }
+
+private:
+    void revoke_noexcept() noexcept
+    {
+        if (memory_ && ib_release(memory_.ptr()) < 0)
+            PyErr_WriteUnraisable(memory_.ptr());
+    }
+    pybind11::object memory_;
+};
+
 }  // namespace ib
 
 namespace pybind11 {
