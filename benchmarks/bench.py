@@ -87,6 +87,7 @@ TARGETS = {
     "roundtrip_view_from_rows": {(10, 10): 1.2, None: 1.05},
     "roundtrip_as_indirect": {(10, 10): 1.2, None: 1.05},
     "pinned": 1.5,
+    "lend": 1.3,
 }
 PEERS = {
     "view_from_rows": "numpy uintp pointer table (a.ctypes.data + arange(n)*strides[0])",
@@ -102,6 +103,7 @@ PEERS = {
                                 "a double** table, t[i] = &v[i, 0], call, free",
     "roundtrip_as_indirect": "as for roundtrip_view_from_rows",
     "pinned": "m = memoryview(mem); m.release()",
+    "lend": "the same table wrapped with a memory_nanny (not lent: no root copy), then released",
 }
 OURS = {
     "roundtrip_view_from_rows": "Cython: mem = IndirectMemory2D.view_from_rows(a); "
@@ -109,6 +111,8 @@ OURS = {
     "roundtrip_as_indirect": "Cython: mem = as_indirect(a); t = mem.double_table(False); "
                              "C sum of all elements",
     "pinned": 'with mem.pinned("d", writable=True) as address: pass',
+    "lend": 'with IndirectMemory2D.from_address(table, r, c, "d") as m: pass (lent: the root '
+            'table copied, revoked on exit with no view out: no snapshot)',
 }
 # Linear in rows: the per-row cost at the largest size is within LINEAR_TOLERANCE x our lowest
 # per-row cost, or grows at most PEER_GROWTH_SLACK x as much as the peer's (64 MB matrices fall
@@ -487,6 +491,26 @@ def op_pinned(rows, cols):
     return ours, peer
 
 
+def op_lend(rows, cols):
+    """Lent memory's normal path: wrap (copying the root table) and revoke with no view out."""
+    owner = IndirectMemory2D.create_memory(rows, cols, "d")
+    table = owner.address
+    nanny = object()
+    wrap = IndirectMemory2D.from_address
+
+    def ours():
+        with wrap(table, rows, cols, "d"):
+            pass
+
+    def peer():
+        with wrap(table, rows, cols, "d", memory_nanny=nanny):
+            pass
+
+    ours.owner = peer.owner = owner  # the lender: alive as long as the cases run
+
+    return ours, peer
+
+
 OPERATIONS = {
     "view_from_rows": op_view_from_rows,
     "BufferCollection2D": op_buffer_collection,
@@ -504,6 +528,7 @@ ROUNDTRIP_OPERATIONS = {
 SMALL_CALL_OPERATIONS = {
     "copy_to": op_copy_to,
     "pinned": op_pinned,
+    "lend": op_lend,
 }
 BUILDERS = {**OPERATIONS, **ROUNDTRIP_OPERATIONS, **SMALL_CALL_OPERATIONS}
 

@@ -450,15 +450,40 @@ cdef inline void _c_strides(Py_buffer* view, Py_ssize_t* storage) noexcept:
 
 cdef int _copy_between(object src, object dst, bint cast) except -1:
     """Copy src -> dst through the buffer protocol (both may be indirect)."""
+    for obj in (src, dst):
+        if isinstance(obj, IndirectMemory):
+            (<IndirectMemory>obj)._check_alive()
+    # Lent memory is pinned for the copy, which may run without the GIL: its loan cannot be
+    # revoked (and the lender free it) under the copy.
+    cdef IndirectMemory lent_src = _pin_if_lent(src)
+    cdef IndirectMemory lent_dst
+    try:
+        lent_dst = _pin_if_lent(dst)
+        try:
+            _copy_acquired(src, dst, cast)
+        finally:
+            if lent_dst is not None:
+                lent_dst.unpin()
+    finally:
+        if lent_src is not None:
+            lent_src.unpin()
+    return 0
+
+
+cdef IndirectMemory _pin_if_lent(object obj):
+    if isinstance(obj, IndirectMemory) and (<IndirectMemory>obj).lent_:
+        (<IndirectMemory>obj).pin()
+        return <IndirectMemory>obj
+    return None
+
+
+cdef int _copy_acquired(object src, object dst, bint cast) except -1:
     cdef Py_buffer sview
     cdef Py_buffer dview
     cdef Py_buffer s2
     cdef Py_buffer d2
     cdef Py_ssize_t sstrides[_MAX_NDIM]
     cdef Py_ssize_t dstrides[_MAX_NDIM]
-    for obj in (src, dst):
-        if isinstance(obj, IndirectMemory):
-            (<IndirectMemory>obj)._check_alive()
     _acquire(src, &sview, PyBUF_FULL_RO)
     try:
         try:
