@@ -48,12 +48,13 @@ cdef int _lend(IndirectMemory mem) except -1:
 
 cdef void _forget_lent_table(IndirectMemory mem) noexcept:
     """Called before the root copy is freed or re-pointed: it no longer leads to lent memory."""
-    if mem.lent_ and mem.owned_table != NULL:
+    # (_lent_tables is None once the module is torn down at interpreter exit.)
+    if mem.lent_ and mem.owned_table != NULL and _lent_tables is not None:
         _lent_tables.pop(<uintptr_t>mem.owned_table, None)
 
 
 cdef bint _is_lent_table(const void* table):
-    return <uintptr_t>table in _lent_tables
+    return _lent_tables is not None and <uintptr_t>table in _lent_tables
 
 
 cdef void _offset_slots(char* tables, int ndim, const Py_ssize_t* shape, unsigned int mask,

@@ -228,33 +228,37 @@ public:
             throw pybind11::error_already_set();
         void **untyped = reinterpret_cast<void **>(
             const_cast<std::remove_const_t<T> **>(table));
-        PyObject *mem = ib_wrap_borrowed(untyped, rows, cols, format_v<T>,
-                                         std::is_const_v<T> ? 1 : 0, 0, nullptr);
-        if (mem == nullptr)
+        memory_ = ib_wrap_borrowed(untyped, rows, cols, format_v<T>,
+                                   std::is_const_v<T> ? 1 : 0, 0, nullptr);
+        if (memory_ == nullptr)
             throw pybind11::error_already_set();
-        memory_ = pybind11::reinterpret_steal<pybind11::object>(mem);
     }
     lent(const lent &) = delete;
     lent &operator=(const lent &) = delete;
-    ~lent() { revoke_noexcept(); }
+    ~lent()
+    {
+        if (memory_ == nullptr)
+            return;
+        if (ib_release(memory_) < 0)
+            PyErr_WriteUnraisable(memory_);
+        Py_DECREF(memory_);
+    }
 
-    /* The IndirectMemory2D to hand to Python code. */
-    const pybind11::object &object() const noexcept { return memory_; }
+    /* The lent IndirectMemory2D to hand to Python code (a new reference each call). */
+    pybind11::object object() const
+    {
+        return pybind11::reinterpret_borrow<pybind11::object>(memory_);
+    }
 
     /* Revoke now (idempotent); throws pybind11::error_already_set if pinned. */
     void revoke()
     {
-        if (memory_ && ib_release(memory_.ptr()) < 0)
+        if (ib_release(memory_) < 0)
             throw pybind11::error_already_set();
     }
 
 private:
-    void revoke_noexcept() noexcept
-    {
-        if (memory_ && ib_release(memory_.ptr()) < 0)
-            PyErr_WriteUnraisable(memory_.ptr());
-    }
-    pybind11::object memory_;
+    PyObject *memory_ = nullptr;  // not a pybind11::object: those have hidden visibility
 };
 
 }  // namespace ib
