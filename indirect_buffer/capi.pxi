@@ -41,7 +41,7 @@ cdef extern from "indirect_buffer.h":
         object (*wrap_borrowed)(void**, Py_ssize_t, Py_ssize_t, const char*, int, Py_ssize_t,
                                 PyObject*)
         int (*check)(PyObject*) noexcept
-        int (*release)(PyObject*) except -1
+        int (*release)(PyObject*) noexcept
 
 
 cdef str _capi_format(const char* format):
@@ -193,7 +193,29 @@ cdef int _capi_check(PyObject* obj) noexcept:
     return obj != NULL and isinstance(<object>obj, IndirectMemory2D)
 
 
-cdef int _capi_release(PyObject* obj) except -1:
+cdef int _capi_release(PyObject* obj) noexcept:
+    # Often called on the way out of a callback that raised: an exception already set is set
+    # aside and restored (the memory is released all the same); if the release fails too,
+    # its error goes to sys.unraisablehook and -1 is returned.
+    cdef PyObject* pending_type
+    cdef PyObject* pending_value
+    cdef PyObject* pending_tb
+    PyErr_Fetch(&pending_type, &pending_value, &pending_tb)
+    error = None
+    try:
+        _release_object(obj)
+    except BaseException as exc:
+        error = exc
+    if pending_type != NULL:
+        if error is not None:
+            _report_unraisable(error, "ib_release")
+        PyErr_Restore(pending_type, pending_value, pending_tb)
+    elif error is not None:
+        PyErr_SetObject(type(error), error)
+    return 0 if error is None else -1
+
+
+cdef int _release_object(PyObject* obj) except -1:
     if obj == NULL:
         raise ValueError("ib_release: memory is NULL")
     if not isinstance(<object>obj, IndirectMemory):

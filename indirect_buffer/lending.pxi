@@ -9,14 +9,17 @@
 # with no view out it simply forgets the pointers (no copy); with views out it first copies
 # the data into a private snapshot of the same geometry and re-points the exported root table
 # at it, so that every view keeps reading the values seen at revocation and nothing reads or
-# writes the lent memory afterwards. While a pin is held (a C call in flight without the GIL)
-# revocation raises BufferError and changes nothing.
+# writes the lent memory afterwards. While a pin is held (a C call in flight without the GIL,
+# or a copy) revocation happens all the same, since nothing we free is under that call (the
+# root table it was given stays, re-pointed at the snapshot), and then raises BufferError: the
+# call may still use lent addresses it read before, so a lender that can wait must wait.
 #
 # Views that would keep a lent address of their own -- direct_view(), a row view of the
 # memory's buffer -- cannot be made: nothing could re-point them.
 
-# Root tables of live lent memory (address -> None) not yet revoked: a consumer that would
-# copy their row pointers (a row view) asks here.
+# Root tables of live lent memory not yet revoked (start address -> end address): a consumer
+# that would copy row pointers out of one (a row view, also of a memoryview slice whose buf
+# lies inside the table) asks here.
 cdef dict _lent_tables = {}
 
 
@@ -42,7 +45,7 @@ cdef int _lend(IndirectMemory mem) except -1:
     mem.owned_table = root
     mem.table = root
     mem.lent_ = True
-    _lent_tables[<uintptr_t>root] = None
+    _lent_tables[<uintptr_t>root] = <uintptr_t>root + <uintptr_t>(n * sizeof(void*))
     return 0
 
 
@@ -53,8 +56,16 @@ cdef void _forget_lent_table(IndirectMemory mem) noexcept:
         _lent_tables.pop(<uintptr_t>mem.owned_table, None)
 
 
-cdef bint _is_lent_table(const void* table):
-    return _lent_tables is not None and <uintptr_t>table in _lent_tables
+cdef bint _in_lent_table(const void* address):
+    """True if address lies in the root table of lent memory (a slice's buf may point into
+    one anywhere, also at its last slot for a negative step)."""
+    if not _lent_tables:
+        return False
+    cdef uintptr_t a = <uintptr_t>address
+    for start, end in _lent_tables.items():
+        if start <= a and (a < end or a == start):
+            return True
+    return False
 
 
 cdef void _offset_slots(char* tables, int ndim, const Py_ssize_t* shape, unsigned int mask,
@@ -81,9 +92,6 @@ cdef int _revoke(IndirectMemory mem) except -1:
     cdef Py_buffer dst
     cdef IndirectMemory snap
     cdef unsigned int mask
-    if mem.pins > 0:
-        raise BufferError(f"cannot revoke the loan of {type(mem).__name__}: it is pinned by "
-                          f"{mem.pins} C call(s) in flight; release it after they return")
     if mem.exports == 0:
         # The normal path: nothing reads the table any more. No copy.
         mem.released_ = True
@@ -116,4 +124,11 @@ cdef int _revoke(IndirectMemory mem) except -1:
     keep = mem.keepalive
     mem.keepalive = snap  # freed with mem, after the last view
     del keep  # may run Python code: mem is already consistent
+    if mem.pins > 0:
+        # Revoked all the same (the lender may free whatever we say): but a C call that
+        # pinned the memory may still hold lent addresses it read before. Tell a lender
+        # that can wait (a handle, an encoder's next call) to wait.
+        raise BufferError(f"the loan of {type(mem).__name__} is revoked, but {mem.pins} C "
+                          "call(s) pinned it and may still be using the lent memory: do not "
+                          "free it before they return")
     return 0

@@ -441,8 +441,9 @@ cdef class IndirectMemory:
         Raises BufferError while buffers are exported, except for lent memory (wrapped
         without a memory_nanny), whose release revokes the loan: views still out keep
         reading a private snapshot of the data as it is now, and nothing reads or writes
-        the lent memory afterwards. Lent memory pinned by a C call in flight raises
-        BufferError and stays as it is.
+        the lent memory afterwards. If a C call pinned it (and may still use lent
+        addresses), the loan is revoked all the same and BufferError says so: do not free
+        the lent memory before that call returns.
         """
         if self.released_:
             return

@@ -96,7 +96,7 @@ cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint column
     if table == NULL:
         raise MemoryError(f"cannot allocate a table of {lines} row pointers")
     cdef Py_ssize_t i
-    if line_sub >= 0 and _is_lent_table(view.buf):
+    if line_sub >= 0 and _in_lent_table(view.buf):
         raise BufferError(f"cannot view the rows of lent memory through "
                           f"{type(source).__name__}: the view would keep pointing into it past "
                           "the loan; use the memory itself, or copy() it")

@@ -269,9 +269,12 @@ static inline int ib_check(PyObject *obj)
  * revokes the loan: call it before the table stops being valid (at the end of a callback,
  * before the next call of an API whose buffer is valid "until the next call"). Views still
  * out then read a private snapshot of the data as it was, never the lent memory. 0 on
- * success (also if already released); -1 with an exception set: BufferError while pinned
- * (a C call in flight: nothing changed) or, for memory that is not lent, while exported;
- * TypeError for anything else. */
+ * success (also if already released); -1 with an exception set: BufferError if a C call
+ * pinned the memory (the loan is revoked all the same, but that call may still use the lent
+ * memory: do not free it before the call returns) or, for memory that is not lent, while
+ * exported (nothing changed); TypeError for anything else. An exception already set when it
+ * is called (a callback that raised) is kept: the memory is released all the same, and if
+ * that fails too, its error goes to sys.unraisablehook (and -1 is returned). */
 static inline int ib_release(PyObject *memory)
 {
     if (ib_priv_capi == NULL) {

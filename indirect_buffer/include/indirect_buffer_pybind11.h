@@ -212,8 +212,9 @@ pybind11::object wrap(T **table, Py_ssize_t rows, Py_ssize_t cols, Dealloc &&dea
  * call". Wraps rows x cols of T (read-only if T is const) without copying the data and without
  * an owner; the destructor revokes the loan (ib_release): views Python code kept read a
  * private snapshot from then on, never the lent memory. Needs the GIL to be made and
- * destroyed. Revocation can only fail while a C call pinned the memory (BufferError): the
- * destructor reports that through sys.unraisablehook, as it cannot throw.
+ * destroyed. If a C call still pins the memory, the loan is revoked all the same and
+ * BufferError says that call may still use the lent memory: the destructor reports it
+ * through sys.unraisablehook, as it cannot throw.
  *
  *     void on_block(const int32_t *const *channels, int n, int samples, void *ctx) {
  *         pybind11::gil_scoped_acquire gil;
