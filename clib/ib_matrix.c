@@ -1,10 +1,12 @@
 /* ib_matrix: sample T** library, see ib_matrix.h for the contract of every function. */
 #include "ib_matrix.h"
+#include "ib_alloc.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 
 /* --- allocation accounting: every malloc/calloc/free of the library goes through here ------ */
+/* (ib_stream.c too: ib_calloc and ib_free are declared in the internal header ib_alloc.h.) */
 
 static long live_allocations = 0;
 static long allocations_left = -1; /* < 0: unlimited (fault injection off) */
@@ -20,7 +22,7 @@ static int may_allocate(void)
 
 /* calloc with the counter; n * size is checked for overflow (calloc does it too, but the
  * counter must not move on failure). */
-static void *ib_calloc(size_t n, size_t size)
+void *ib_calloc(size_t n, size_t size)
 {
     void *p;
     if (n == 0 || size == 0 || n > SIZE_MAX / size || !may_allocate())
@@ -31,7 +33,7 @@ static void *ib_calloc(size_t n, size_t size)
     return p;
 }
 
-static void ib_free(void *p)
+void ib_free(void *p)
 {
     if (p != NULL) {
         free(p);

@@ -16,6 +16,10 @@
  * test) can prove that everything the library allocated was freed exactly once. The library
  * keeps no other global state; it is not thread-safe for concurrent allocation and free (the
  * counter is a plain long).
+ *
+ * ib_stream.h (ib_stream.c, built together with this file) adds the APIs that lend memory for
+ * a limited time: a decoder that calls back with a block, an encoder buffer valid until the
+ * next call.
  */
 #ifndef IB_MATRIX_H
 #define IB_MATRIX_H
@@ -37,6 +41,7 @@ extern "C" {
 /* Status codes returned by the int functions. */
 #define IB_OK 0
 #define IB_EINVAL (-1) /* NULL argument, NULL row, or a value out of range */
+#define IB_ENOMEM (-2) /* an allocation failed (ib_stream.h) */
 
 /* --- 1. Library-allocated matrix, freed by the library (Numerical-Recipes style) ----------- */
 

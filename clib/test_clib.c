@@ -1,8 +1,11 @@
-/* Checks ib_matrix on its own: `make -C clib check` builds this with ASan/UBSan and runs it. */
+/* Checks clib on its own (ib_matrix and ib_stream): `make -C clib check` builds this with
+ * ASan/UBSan and runs it. */
 #include "ib_matrix.h"
+#include "ib_stream.h"
 
 #include <limits.h>
 #include <stdio.h>
+#include <string.h>
 
 static int failures = 0;
 
@@ -397,6 +400,161 @@ static void test_frames_foreign(void)
     CHECK(b[0] == 4 && b[2] == 255 && c[1] == 1 && a[0] == 2);
 }
 
+/* --- ib_stream: the decoder's callback and the encoder's buffer ----------------------------- */
+
+struct decode_log {
+    long base;                        /* live allocations before ib_decode */
+    int blocks;                       /* callbacks seen */
+    int stop_at, stop_with;           /* return stop_with from block stop_at (-1: never) */
+    int bad_values, bad_shape, bad_live, moved;
+    const int32_t *const *first_table; /* the scratch table of block 0 */
+    const int32_t *first_row0;
+};
+
+static int on_block(const int32_t *const *channels, int nchannels, int nsamples, void *ctx)
+{
+    struct decode_log *log = ctx;
+    int k = log->blocks++, c, s;
+    if (nchannels != 3 || nsamples != 5)
+        log->bad_shape++;
+    if (ib_live_allocations() != log->base + nchannels + 1) /* table + one per channel */
+        log->bad_live++;
+    for (c = 0; c < nchannels; c++)
+        for (s = 0; s < nsamples; s++)
+            if (channels[c][s] != k * 1000 + c * 100 + s)
+                log->bad_values++;
+    if (k == 0) {
+        log->first_table = channels;
+        log->first_row0 = channels[0];
+    } else if (channels != log->first_table || channels[0] != log->first_row0) {
+        log->moved++; /* the scratch buffer is reused, not reallocated */
+    } else if (log->first_row0[4] != k * 1000 + 4) {
+        log->bad_values++; /* block 0's pointer now reads this block: overwritten */
+    }
+    return k == log->stop_at ? log->stop_with : 0;
+}
+
+static void test_decode(void)
+{
+    struct decode_log log;
+    long base = ib_live_allocations();
+    int n;
+    memset(&log, 0, sizeof log);
+    log.base = base;
+    log.stop_at = -1;
+    CHECK(ib_decode(3, 4, 5, on_block, &log) == IB_OK);
+    CHECK(log.blocks == 4 && log.bad_values == 0 && log.bad_shape == 0);
+    CHECK(log.bad_live == 0 && log.moved == 0);
+    CHECK(ib_live_allocations() == base); /* scratch freed */
+
+    /* A nonzero return stops decoding and is what ib_decode returns. */
+    memset(&log, 0, sizeof log);
+    log.base = base;
+    log.stop_at = 1;
+    log.stop_with = 42;
+    CHECK(ib_decode(3, 10, 5, on_block, &log) == 42);
+    CHECK(log.blocks == 2 && log.bad_values == 0 && ib_live_allocations() == base);
+    memset(&log, 0, sizeof log);
+    log.base = base;
+    log.stop_at = 0;
+    log.stop_with = -7;
+    CHECK(ib_decode(3, 10, 5, on_block, &log) == -7 && log.blocks == 1);
+
+    /* Refused before any callback. */
+    memset(&log, 0, sizeof log);
+    log.stop_at = -1;
+    CHECK(ib_decode(3, 1, 5, NULL, &log) == IB_EINVAL);
+    CHECK(ib_decode(0, 1, 5, on_block, &log) == IB_EINVAL);
+    CHECK(ib_decode(3, 1, 0, on_block, &log) == IB_EINVAL);
+    CHECK(ib_decode(3, -1, 5, on_block, &log) == IB_EINVAL);
+    CHECK(ib_decode(3, INT_MAX, 5, on_block, &log) == IB_EINVAL); /* values overflow int32 */
+    CHECK(ib_decode(3, 0, 5, on_block, &log) == IB_OK);           /* nothing to decode */
+    CHECK(log.blocks == 0 && ib_live_allocations() == base);
+
+    /* Allocation failures: IB_ENOMEM, no callback, nothing left allocated. */
+    for (n = 0; n < 4; n++) {
+        ib_fail_allocations_after(n);
+        CHECK(ib_decode(3, 2, 5, on_block, &log) == IB_ENOMEM);
+        CHECK(log.blocks == 0 && ib_live_allocations() == base);
+    }
+    ib_fail_allocations_after(-1);
+}
+
+static void test_encoder(void)
+{
+    long base = ib_live_allocations();
+    ib_encoder *enc = ib_encoder_new(2);
+    float **buf;
+    int n;
+    CHECK(enc != NULL);
+    if (enc == NULL)
+        return;
+    CHECK(ib_live_allocations() == base + 2); /* handle + sums */
+    buf = ib_encoder_buffer(enc, 3);
+    CHECK(buf != NULL && ib_live_allocations() == base + 4); /* + table + data block */
+    if (buf == NULL)
+        return;
+    CHECK(buf[0][2] == 0.0f && buf[1] == buf[0] + 3);
+    buf[0][0] = 1.0f, buf[0][1] = 2.0f, buf[0][2] = 3.0f;
+    buf[1][0] = 0.5f, buf[1][1] = 0.25f, buf[1][2] = -1.0f;
+    CHECK(ib_encoder_wrote(enc, 4) == IB_EINVAL); /* more than the buffer holds */
+    CHECK(ib_encoder_wrote(enc, -1) == IB_EINVAL);
+    CHECK(buf[0][2] == 3.0f); /* still valid after a refused call */
+    CHECK(ib_encoder_wrote(enc, 3) == IB_OK);
+    CHECK(ib_live_allocations() == base + 2); /* the buffer is gone */
+    CHECK(ib_encoder_sum(enc, 0) == 6.0 && ib_encoder_sum(enc, 1) == -0.25);
+    CHECK(ib_encoder_samples(enc) == 3);
+
+    /* Only the first n samples count. */
+    buf = ib_encoder_buffer(enc, 4);
+    CHECK(buf != NULL);
+    if (buf == NULL)
+        return;
+    buf[0][0] = 10.0f, buf[0][3] = 1000.0f;
+    buf[1][1] = 20.0f, buf[1][2] = 2000.0f;
+    CHECK(ib_encoder_wrote(enc, 2) == IB_OK);
+    CHECK(ib_encoder_sum(enc, 0) == 16.0 && ib_encoder_sum(enc, 1) == 19.75);
+    CHECK(ib_encoder_samples(enc) == 5);
+
+    /* No buffer outstanding: only n == 0 is fine. */
+    CHECK(ib_encoder_wrote(enc, 1) == IB_EINVAL);
+    CHECK(ib_encoder_wrote(enc, 0) == IB_OK);
+
+    /* A second buffer() discards the first; a refused buffer() too. */
+    CHECK(ib_encoder_buffer(enc, 2) != NULL && ib_encoder_buffer(enc, 5) != NULL);
+    CHECK(ib_live_allocations() == base + 4);
+    CHECK(ib_encoder_buffer(enc, 0) == NULL && ib_live_allocations() == base + 2);
+    CHECK(ib_encoder_wrote(enc, 0) == IB_OK && ib_live_allocations() == base + 2);
+    CHECK(ib_encoder_sum(enc, 0) == 16.0 && ib_encoder_samples(enc) == 5); /* nothing consumed */
+
+    CHECK(ib_encoder_sum(enc, 2) == 0.0 && ib_encoder_sum(enc, -1) == 0.0);
+    CHECK(ib_encoder_sum(NULL, 0) == 0.0 && ib_encoder_samples(NULL) == 0);
+    CHECK(ib_encoder_buffer(NULL, 3) == NULL && ib_encoder_wrote(NULL, 0) == IB_EINVAL);
+
+    /* Freed with a buffer outstanding: everything goes. */
+    CHECK(ib_encoder_buffer(enc, 3) != NULL);
+    ib_encoder_free(enc);
+    ib_encoder_free(NULL);
+    CHECK(ib_live_allocations() == base);
+    CHECK(ib_encoder_new(0) == NULL && ib_live_allocations() == base);
+
+    /* Allocation failures. */
+    for (n = 0; n < 2; n++) {
+        ib_fail_allocations_after(n);
+        CHECK(ib_encoder_new(2) == NULL && ib_live_allocations() == base);
+    }
+    ib_fail_allocations_after(-1);
+    enc = ib_encoder_new(2);
+    CHECK(enc != NULL);
+    for (n = 0; n < 2; n++) {
+        ib_fail_allocations_after(n);
+        CHECK(ib_encoder_buffer(enc, 3) == NULL && ib_live_allocations() == base + 2);
+    }
+    ib_fail_allocations_after(-1);
+    ib_encoder_free(enc);
+    CHECK(ib_live_allocations() == base);
+}
+
 int main(void)
 {
     test_matrix();
@@ -410,6 +568,8 @@ int main(void)
     test_tensor_foreign();
     test_frames();
     test_frames_foreign();
+    test_decode();
+    test_encoder();
     CHECK(ib_live_allocations() == 0);
     if (failures) {
         fprintf(stderr, "test_clib: %d check(s) failed\n", failures);

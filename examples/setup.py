@@ -1,7 +1,7 @@
 """Build ib_examples: Cython modules that cimport indirect_buffer and compile clib in.
 
-Where clib (ib_matrix.h, ib_matrix.c) is taken from, first match wins:
-  1. $IB_CLIB_DIR, if set (an error if it does not hold ib_matrix.h);
+Where clib (ib_matrix.h/.c, ib_stream.h/.c) is taken from, first match wins:
+  1. $IB_CLIB_DIR, if set (an error if it does not hold them);
   2. ./clib next to this file: a vendored copy, e.g. when you copy this project on its own;
   3. ../clib: this repository's layout (examples/ and clib/ side by side).
 pip builds a local directory in place, so 3. works for `pip install examples/`; when copying
@@ -23,29 +23,31 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 HERE = Path(__file__).resolve().parent
+CLIB_FILES = ("ib_matrix.h", "ib_matrix.c", "ib_stream.h", "ib_stream.c", "ib_alloc.h")
 
 
 def find_clib():
     env = os.environ.get("IB_CLIB_DIR")
     candidates = [Path(env)] if env else [HERE / "clib", HERE.parent / "clib"]
     for path in candidates:
-        if (path / "ib_matrix.h").is_file() and (path / "ib_matrix.c").is_file():
+        if all((path / name).is_file() for name in CLIB_FILES):
             # setuptools wants paths relative to setup.py (pip runs it from this directory).
             return Path(os.path.relpath(path.resolve(), HERE))
     raise SystemExit(f"ib_examples: clib not found in {', '.join(map(str, candidates))}; set "
-                     "IB_CLIB_DIR to the directory holding ib_matrix.h and ib_matrix.c")
+                     f"IB_CLIB_DIR to the directory holding {', '.join(CLIB_FILES)}")
 
 
 CLIB = find_clib()
 # Every module gets its own compiled copy of clib (static linking, nothing to install or find at
 # run time); each copy has its own allocation counter and frees only what it allocated.
-clib = {"sources": [str(CLIB / "ib_matrix.c")], "include_dirs": [str(CLIB)],
-        "depends": [str(CLIB / "ib_matrix.h")]}
+clib = {"sources": [str(CLIB / name) for name in CLIB_FILES if name.endswith(".c")],
+        "include_dirs": [str(CLIB)],
+        "depends": [str(CLIB / name) for name in CLIB_FILES if name.endswith(".h")]}
 
 cython_modules = [
     Extension(f"ib_examples.{name}", [f"src/ib_examples/{name}.pyx"] + clib["sources"],
               include_dirs=clib["include_dirs"], depends=clib["depends"])
-    for name in ("owned", "borrowed", "nanny_managed", "numpy_in", "image", "tensor")
+    for name in ("owned", "borrowed", "nanny_managed", "numpy_in", "image", "tensor", "lent")
 ]
 # For ctypes_only.py: an empty extension module carrying clib, loaded with ctypes.CDLL.
 clib_shared = Extension("ib_examples._clib_shared", ["src/ib_examples/_clib_shared.c"]

@@ -38,12 +38,13 @@ def examples_root(pytestconfig, tmp_path_factory):
 def ex(examples_root):
     mods = {name: importlib.import_module(f"ib_examples.{name}")
             for name in ("owned", "borrowed", "nanny_managed", "numpy_in", "ctypes_only",
-                         "image", "tensor")}
+                         "image", "tensor", "lent")}
     pkg = Path(mods["owned"].__file__).resolve()
     assert REPO not in pkg.parents, f"ib_examples imported from the checkout: {pkg}"
     yield SimpleNamespace(**mods)
     mods["nanny_managed"].fail_allocations_after(-1)
     mods["tensor"].fail_allocations_after(-1)
+    mods["lent"].fail_allocations_after(-1)
     mods["ctypes_only"].lib.ib_fail_allocations_after(-1)
 
 
@@ -795,6 +796,336 @@ def test_frames_refusals_and_c_frames(ex):
     assert ex.tensor.live_allocations() == base
 
 
+# -- lent: a decoder's callback block, an encoder buffer valid until the next call ----------------
+# Both routes bind the same clib APIs (ib_stream.h): lent.pyx (Cython, from_ptr) and ctypes_only
+# (from_ctype_ptr), each wrapping without a memory nanny, i.e. lent, and revoking the loan when C
+# takes the memory back. The oracle for decoded blocks is clib's formula.
+
+LENT_ROUTES = ["lent", "ctypes_only"]
+
+
+def _decoded(k, nchannels, nsamples):
+    """Block k of ib_decode: sample s of channel c is k * 1000 + c * 100 + s."""
+    c, s = np.indices((nchannels, nsamples))
+    return (k * 1000 + c * 100 + s).astype(np.int32)
+
+
+def _lent_mod(ex, route):
+    mod = getattr(ex, route)
+    fail = getattr(mod, "fail_allocations_after", None) or mod.lib.ib_fail_allocations_after
+    return mod, fail
+
+
+@pytest.mark.parametrize("route", LENT_ROUTES)
+@pytest.mark.parametrize("nchannels,nblocks,nsamples", [(1, 1, 1), (2, 4, 5), (6, 3, 17)])
+def test_lent_decode_views_kept_past_the_callback(ex, route, nchannels, nblocks, nsamples):
+    mod, _ = _lent_mod(ex, route)
+    base = mod.live_allocations()
+    kept = []
+
+    def on_block(block):
+        k = len(kept)
+        assert block.lent and block.readonly and block.format == "i"
+        assert block.shape == (nchannels, nsamples)
+        assert mod.live_allocations() == base + nchannels + 1  # the decoder's scratch buffer
+        np.testing.assert_array_equal(block.to_numpy(), _decoded(k, nchannels, nsamples))
+        # C overwrote its scratch buffer in place for this block: the views of the earlier
+        # blocks still read their own values.
+        for j, (_, view, _) in enumerate(kept):
+            assert view.tolist() == _decoded(j, nchannels, nsamples).tolist()
+        kept.append((block, memoryview(block), block.to_numpy()))
+
+    assert mod.decode(nchannels, nblocks, nsamples, on_block) == nblocks
+    assert len(kept) == nblocks
+    assert mod.live_allocations() == base  # scratch freed (and scribbled over) by C
+    for k, (block, view, arr) in enumerate(kept):
+        expected = _decoded(k, nchannels, nsamples)
+        assert view.tolist() == expected.tolist()
+        np.testing.assert_array_equal(arr, expected)
+        assert view.readonly
+        with pytest.raises(TypeError):
+            view[0, 0] = 1
+        assert block.released  # the wrapper itself is done with
+        with pytest.raises(ValueError):
+            memoryview(block)
+        with pytest.raises(ValueError):
+            block.to_numpy()
+    del kept
+    assert mod.live_allocations() == base
+
+
+@pytest.mark.parametrize("route", LENT_ROUTES)
+def test_lent_decode_refusals_inside_the_callback(ex, route):
+    mod, _ = _lent_mod(ex, route)
+    seen = []
+
+    def on_block(block):
+        # Nothing may keep the lent address past the loan: direct views and row views of it
+        # are refused; copies and pins (C calls during the callback) are fine.
+        with pytest.raises(BufferError):
+            block.direct_view()
+        with pytest.raises(BufferError):
+            IndirectMemory2D.view_from_rows(block, readonly=True)
+        with pytest.raises(BufferError):
+            IndirectMemory2D.view_from_rows(memoryview(block), readonly=True)
+        with pytest.raises(TypeError):
+            memoryview(block)[0, 0] = 5  # read-only
+        with block.pinned("i") as address:
+            assert address
+        copy = block.copy()
+        assert not copy.lent
+        seen.append(copy)
+
+    assert mod.decode(2, 2, 3, on_block) == 2
+    for k, copy in enumerate(seen):
+        np.testing.assert_array_equal(copy.to_numpy(), _decoded(k, 2, 3))
+
+
+@pytest.mark.parametrize("route", LENT_ROUTES)
+def test_lent_decode_errors_and_allocation_failures(ex, route):
+    mod, fail = _lent_mod(ex, route)
+    base = mod.live_allocations()
+    kept = []
+
+    def stop_at_block_1(block):
+        kept.append(memoryview(block))
+        if len(kept) == 2:
+            raise KeyError("stop")
+
+    with pytest.raises(KeyError, match="stop"):
+        mod.decode(2, 5, 3, stop_at_block_1)
+    assert len(kept) == 2 and mod.live_allocations() == base
+    for k, view in enumerate(kept):  # revoked on the way out of the callback too
+        assert view.tolist() == _decoded(k, 2, 3).tolist()
+    assert mod.decode(2, 0, 3, kept.append) == 0 and len(kept) == 2
+    for args in [(0, 1, 3), (2, 1, 0), (2, -1, 3)]:
+        with pytest.raises(ValueError):
+            mod.decode(*args, kept.append)
+    with pytest.raises(ValueError, match="int32"):
+        mod.decode(2, 2**31 - 1, 3, kept.append)
+    with pytest.raises(TypeError):
+        mod.decode(2, 1, 3, None)
+    try:
+        for n in range(3):  # the table, then one allocation per channel
+            fail(n)
+            with pytest.raises(MemoryError):
+                mod.decode(2, 1, 3, kept.append)
+            assert mod.live_allocations() == base, f"leak when allocation {n} fails"
+    finally:
+        fail(-1)
+    assert len(kept) == 2  # no callback on failure
+
+
+@pytest.mark.parametrize("route", LENT_ROUTES)
+def test_lent_encoder_views_kept_past_wrote(ex, route):
+    mod, _ = _lent_mod(ex, route)
+    base = mod.live_allocations()
+    rng = np.random.default_rng(16)
+    enc = mod.Encoder(3)
+    assert mod.live_allocations() == base + 2  # handle + sums
+    sums = np.zeros(3)
+    kept = []
+    for n, used in [(5, 5), (4, 2), (7, 0), (1, 1)]:
+        buf = enc.buffer(n)
+        assert buf.lent and not buf.readonly and buf.format == "f" and buf.shape == (3, n)
+        assert mod.live_allocations() == base + 4  # + the buffer's table and data block
+        np.testing.assert_array_equal(buf.to_numpy(), np.zeros((3, n), np.float32))
+        data = rng.integers(-1000, 1000, size=(3, n)).astype(np.float32)  # exact sums
+        view = memoryview(buf)
+        buf.copy_from(data)
+        enc.wrote(used)
+        sums += data[:, :used].sum(axis=1, dtype=np.float64)
+        assert buf.released and mod.live_allocations() == base + 2  # C freed it
+        assert view.tolist() == data.tolist()  # the values at revocation
+        view[0, 0] = 1e6  # reaches the snapshot, not C
+        assert view[0, 0] == 1e6
+        assert [enc.sum(c) for c in range(3)] == sums.tolist()
+        kept.append((view, data))
+    assert enc.samples == 8
+    # A new buffer (quite likely where an old one was): writes into the old views miss it.
+    buf = enc.buffer(5)
+    for view, _ in kept:
+        view[1, 0] = -7.0
+    np.testing.assert_array_equal(buf.to_numpy(), np.zeros((3, 5), np.float32))
+    enc.wrote(5)
+    assert [enc.sum(c) for c in range(3)] == sums.tolist() and enc.samples == 13
+    enc.close()
+    assert mod.live_allocations() == base
+    for view, data in kept:
+        expected = data.copy()
+        expected[0, 0], expected[1, 0] = 1e6, -7.0
+        assert view.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("route", LENT_ROUTES)
+def test_lent_encoder_next_buffer_and_close_revoke(ex, route):
+    mod, fail = _lent_mod(ex, route)
+    base = mod.live_allocations()
+    with mod.Encoder(2) as enc:
+        first = enc.buffer(3)
+        view = memoryview(first)
+        view[1, 2] = 4.5
+        second = enc.buffer(2)  # C discards the first buffer: revoked before
+        assert first.released and view.tolist() == [[0.0, 0.0, 0.0], [0.0, 0.0, 4.5]]
+        memoryview(second)[0, 1] = 2.0
+        kept = memoryview(second)
+        with pytest.raises(ValueError):
+            enc.wrote(3)  # more than the buffer holds: refused before C, buffer still lent
+        assert not second.released
+        with second.pinned("f", writable=True):  # a C call in flight on the buffer
+            with pytest.raises(BufferError):
+                enc.wrote(2)
+            with pytest.raises(BufferError):
+                enc.buffer(2)
+        assert not second.released and enc.samples == 0
+        enc.wrote(1)  # only [:, :1] counts
+        assert enc.sum(0) == 0.0 and enc.samples == 1
+        with pytest.raises(ValueError):
+            enc.wrote(1)  # no buffer outstanding
+        enc.wrote(0)
+        with pytest.raises(IndexError):
+            enc.sum(2)
+        third = enc.buffer(4)
+        last = memoryview(third)
+        last[0, 3] = 8.0
+    # Leaving the with block closed the encoder, revoking the outstanding buffer first.
+    assert third.released and last.tolist() == [[0.0, 0.0, 0.0, 8.0], [0.0] * 4]
+    assert kept.tolist() == [[0.0, 2.0], [0.0, 0.0]]
+    assert mod.live_allocations() == base
+    with pytest.raises(ValueError, match="closed"):
+        enc.buffer(1)
+    with pytest.raises(ValueError, match="closed"):
+        enc.sum(0)
+    enc.close()  # idempotent
+    with pytest.raises(ValueError):
+        mod.Encoder(0)
+    try:
+        for n in range(2):
+            fail(n)
+            with pytest.raises(MemoryError):
+                mod.Encoder(2)
+            assert mod.live_allocations() == base
+        fail(-1)
+        enc = mod.Encoder(2)
+        buf = enc.buffer(2)
+        view = memoryview(buf)
+        for n in range(2):
+            fail(n)
+            with pytest.raises(MemoryError):
+                enc.buffer(3)  # the previous buffer is revoked and gone anyway
+            assert buf.released and mod.live_allocations() == base + 2
+    finally:
+        fail(-1)
+    assert view.tolist() == [[0.0, 0.0], [0.0, 0.0]]
+    enc.close()
+    assert mod.live_allocations() == base
+
+
+TYPED_VIEWS_PYX = """
+from cython cimport view
+
+cdef class Keep:
+    # Typed memoryviews of indirect memory, kept in an object past the loan.
+    cdef const int[::view.indirect, ::1] ints
+    cdef float[::view.indirect, ::1] floats
+
+    def keep_ints(self, obj):
+        self.ints = obj
+
+    def keep_floats(self, obj):
+        self.floats = obj
+
+    def ints_list(self):
+        return [[self.ints[i, j] for j in range(self.ints.shape[1])]
+                for i in range(self.ints.shape[0])]
+
+    def floats_list(self):
+        return [[self.floats[i, j] for j in range(self.floats.shape[1])]
+                for i in range(self.floats.shape[0])]
+
+    def set_float(self, Py_ssize_t i, Py_ssize_t j, float x):
+        self.floats[i, j] = x
+"""
+
+
+@pytest.mark.parametrize("route", LENT_ROUTES)
+def test_lent_cython_typed_memoryviews_kept_past_the_loan(ex, route, cython_builder):
+    mod, _ = _lent_mod(ex, route)
+    typed = sys.modules.get("ib_lent_typed") or cython_builder("ib_lent_typed", TYPED_VIEWS_PYX)
+    base = mod.live_allocations()
+    keeps = []
+
+    def on_block(block):
+        keep = typed.Keep()
+        keep.keep_ints(block)
+        keeps.append(keep)
+
+    mod.decode(3, 3, 4, on_block)
+    for k, keep in enumerate(keeps):
+        assert keep.ints_list() == _decoded(k, 3, 4).tolist()
+
+    enc = mod.Encoder(2)
+    buf = enc.buffer(3)
+    keep = typed.Keep()
+    keep.keep_floats(buf)
+    keep.set_float(1, 2, 2.5)
+    enc.wrote(3)
+    assert enc.sum(1) == 2.5
+    keep.set_float(1, 2, 100.0)  # into the snapshot
+    keep.set_float(0, 0, 1.0)
+    assert keep.floats_list() == [[1.0, 0.0, 0.0], [0.0, 0.0, 100.0]]
+    assert enc.sum(1) == 2.5 and enc.sum(0) == 0.0
+    enc.close()
+    del keeps, keep
+    assert mod.live_allocations() == base
+
+
+def test_lent_views_outlive_everything(subprocess_python, examples_root, monkeypatch):
+    # Freed memory is perturbed (MALLOC_PERTURB_), so that it cannot pass for the old values;
+    # the encoders are dropped without close(), one of them in a reference cycle.
+    monkeypatch.setenv("MALLOC_PERTURB_", "165")
+    subprocess_python("""
+        import gc
+        from ib_examples import ctypes_only, lent
+
+        def formula(k, nch, ns):
+            return [[k * 1000 + c * 100 + s for s in range(ns)] for c in range(nch)]
+
+        for mod in (lent, ctypes_only):
+            base = mod.live_allocations()
+            views = []
+            mod.decode(4, 6, 9, lambda block: views.append(memoryview(block)))
+            gc.collect()
+            big = [bytearray(b"\x5a" * 4096) for _ in range(64)]  # reuse the freed memory
+            for k, v in enumerate(views):
+                assert v.tolist() == formula(k, 4, 9), (mod.__name__, k, v.tolist())
+
+            enc = mod.Encoder(2)
+            v = memoryview(enc.buffer(3))
+            v[0, 1] = 3.0
+            enc.wrote(3)
+            v2 = memoryview(enc.buffer(2))
+            v2[1, 1] = -1.0
+            del enc  # never closed: the outstanding buffer is revoked, then freed
+            gc.collect()
+            assert mod.live_allocations() == base, mod.live_allocations() - base
+            if mod is ctypes_only:
+                enc = mod.Encoder(2)
+                enc.cycle = enc
+                v3 = memoryview(enc.buffer(2))
+                v3[0, 0] = 6.0
+                del enc
+                gc.collect()
+                assert mod.live_allocations() == base, mod.live_allocations() - base
+                assert v3.tolist() == [[6.0, 0.0], [0.0, 0.0]]
+            big = [bytearray(b"\x5a" * 4096) for _ in range(64)]
+            assert v.tolist() == [[0.0, 3.0, 0.0], [0.0, 0.0, 0.0]]
+            assert v2.tolist() == [[0.0, 0.0], [0.0, -1.0]]
+            del views, v, v2, big
+        print("ok")
+    """)
+
+
 # -- the demo --------------------------------------------------------------------------------------
 
 def test_demo_runs_and_passes(examples_root):
@@ -803,7 +1134,10 @@ def test_demo_runs_and_passes(examples_root):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     for line in ["1. owned", "2. borrowed", "3. nanny-managed", "4. NumPy in",
-                 "5. ctypes only", "6. images", "7. N-D", "ib_matrix_free ran once",
+                 "5. ctypes only", "6. images", "7. N-D", "8. lent", "ib_matrix_free ran once",
+                 "memoryview kept from block 0 -> [[0, 1, 2, 3], [100, 101, 102, 103]]",
+                 "views kept past the callback read the values seen when it returned",
+                 "the kept view reads [[100.0, 2.5, 0.0], [0.0, 0.0, -1.0]]",
                  "ib_tensor_free ran after the last view", "C's mean frame matches NumPy",
                  "memoryview(t)[1, 2, 3] = 10203.0",
                  "ib_model_free ran once", "C's luma matches NumPy",

@@ -1,4 +1,4 @@
-"""ib_examples: binding the sample C library clib (ib_matrix.h) with indirect_buffer.
+"""ib_examples: binding the sample C library clib (ib_matrix.h, ib_stream.h) with indirect_buffer.
 
 One module per memory flow; read them in this order:
 
@@ -10,6 +10,9 @@ One module per memory flow; read them in this order:
 - ``image``: an H x W x 3 NumPy image passed to C as ``unsigned char**`` rows, zero-copy.
 - ``tensor``: N-D memory: a ``double***`` tensor, and frames (``unsigned char**`` over H x W
   blocks) from C or from a NumPy video array, zero-copy.
+- ``lent``: memory C lends for a while -- a decoder's callback block, an encoder buffer valid
+  until the next call -- wrapped without a nanny and revoked when C takes it back (views kept
+  past that read a snapshot); ``ctypes_only`` binds the same with ctypes.
 - ``demo``: ``python -m ib_examples.demo`` walks through all of them.
 
 Each compiled module links its own copy of clib, so each has its own allocation counter

@@ -10,7 +10,7 @@ import numpy as np
 
 from indirect_buffer import IndirectMemory2D
 
-from . import borrowed, ctypes_only, image, nanny_managed, numpy_in, owned, tensor
+from . import borrowed, ctypes_only, image, lent, nanny_managed, numpy_in, owned, tensor
 
 failures = []
 
@@ -183,9 +183,48 @@ def demo_tensor():
     check(tensor.live_allocations() == base, "ib_frames_free ran")
 
 
+def demo_lent():
+    print("8. lent: a decoder's callback block, an encoder buffer valid until wrote()")
+    for name, mod in [("Cython (lent.pyx, from_ptr)", lent),
+                      ("ctypes (ctypes_only, from_ctype_ptr)", ctypes_only)]:
+        print(f"    {name}:")
+        base = mod.live_allocations()
+        kept = []
+
+        def on_block(block):
+            # block: lent, valid only during this call; the binding revokes it on return.
+            if kept:  # C has overwritten its scratch buffer in place with this block
+                print(f"    in block {len(kept)}'s callback: block {block.to_numpy()[0].tolist()}"
+                      f"..., the view kept from block 0 still {kept[0][0].tolist()[0]}...")
+            kept.append((memoryview(block), mod.live_allocations() - base))
+
+        blocks = mod.decode(2, 3, 4, on_block)
+        view, live_inside = kept[0]
+        print(f"    decode(2 channels, 3 blocks, 4 samples): {blocks} callbacks from one scratch "
+              f"buffer ({live_inside} allocations), scribbled over (0xA5) and freed by now")
+        print(f"    memoryview kept from block 0 -> {view.tolist()}")
+        check(all(v.tolist() == [[k * 1000 + c * 100 + s for s in range(4)] for c in range(2)]
+                  for k, (v, _) in enumerate(kept)),
+              "views kept past the callback read the values seen when it returned")
+        check(mod.live_allocations() == base, "the decoder freed its scratch buffer")
+        enc = mod.Encoder(2)
+        buf = enc.buffer(3)
+        view = memoryview(buf)
+        view[0, 0], view[0, 1], view[1, 2] = 1.5, 2.5, -1.0
+        enc.wrote(3)  # revokes buf, then C consumes and frees it
+        view[0, 0] = 100.0  # into the view's private snapshot, not into C's freed buffer
+        sums = [enc.sum(0), enc.sum(1)]
+        print(f"    encoder: buffer(3) filled, wrote(3) -> sums {sums}; buffer released: "
+              f"{buf.released}; the kept view reads {view.tolist()}")
+        check(sums == [4.0, -1.0] and view.tolist() == [[100.0, 2.5, 0.0], [0.0, 0.0, -1.0]],
+              "the view kept past wrote() has its own copy; C consumed what was written before")
+        enc.close()
+        check(mod.live_allocations() == base, "ib_encoder_free ran")
+
+
 def main():
     for step in (demo_owned, demo_borrowed, demo_nanny_managed, demo_numpy_in,
-                 demo_ctypes_only, demo_image, demo_tensor):
+                 demo_ctypes_only, demo_image, demo_tensor, demo_lent):
         try:
             step()
         except Exception as exc:  # noqa: BLE001 - report it and go on with the other flows

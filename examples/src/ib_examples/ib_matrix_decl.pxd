@@ -1,9 +1,11 @@
 # cython: language_level=3
-# The C API of clib/ib_matrix.h, for cimport by the flow modules:
+# The C API of clib (ib_matrix.h and ib_stream.h), for cimport by the flow modules:
 #     from ib_examples cimport ib_matrix_decl as c
 # Declarations only. This file is named unlike every .pyx on purpose: a foo.pxd next to foo.pyx
 # is taken as foo.pyx's own declaration file, not as a separate cimportable module.
-# See ib_matrix.h for each function's contract (ownership, NULL and status codes).
+# See ib_matrix.h and ib_stream.h for each function's contract (ownership, NULL and status codes).
+from libc.stdint cimport int32_t
+
 
 cdef extern from "ib_matrix.h" nogil:
     int IB_OK
@@ -55,3 +57,23 @@ cdef extern from "ib_matrix.h" nogil:
                        size_t width, unsigned char* out)
     int ib_frames_add(unsigned char** frames, size_t count, size_t height, size_t width,
                       int delta)
+
+
+cdef extern from "ib_stream.h" nogil:
+    int IB_ENOMEM
+    int IB_SCRIBBLE
+
+    # 10. a decoder lending each block to a callback, valid only during the call
+    ctypedef int (*ib_block_cb)(const int32_t* const* channels, int nchannels, int nsamples,
+                                void* ctx) noexcept
+    int ib_decode(int nchannels, int nblocks, int nsamples, ib_block_cb cb, void* ctx)
+
+    # 11. an encoder whose buffer is valid until the next wrote()/buffer()/free()
+    ctypedef struct ib_encoder:
+        pass
+    ib_encoder* ib_encoder_new(int nchannels)
+    float** ib_encoder_buffer(ib_encoder* enc, int n)
+    int ib_encoder_wrote(ib_encoder* enc, int n)
+    double ib_encoder_sum(const ib_encoder* enc, int channel)
+    long ib_encoder_samples(const ib_encoder* enc)
+    void ib_encoder_free(ib_encoder* enc)
