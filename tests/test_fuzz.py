@@ -14,7 +14,8 @@ Each test runs its hypothesis loop in a fresh interpreter (_hostile.isolated): a
 AddressSanitizer report fails that test, not the whole run. The hypothesis database is off.
 
 Examples per test: IB_FUZZ_EXAMPLES (default 20, so the normal suite stays fast); the state
-machine runs IB_FUZZ_EXAMPLES // 2 programs of up to 40 steps. IB_FUZZ_SEED fixes the seed.
+machine runs IB_FUZZ_EXAMPLES // 2 programs of up to 40 steps, with a time limit that grows
+with them (STATE_MACHINE_TIMEOUT). IB_FUZZ_SEED fixes the seed.
 A longer run under AddressSanitizer (about an hour on 2 cores; PYTHONMALLOC=malloc lets ASan
 see freed Python objects too):
 
@@ -786,6 +787,463 @@ def test_fuzz_pep688_exporters_that_lie_or_reenter():
 
 
 # =============================================================================================
+# issue 21: exporters that check they get back exactly the Py_buffer they filled; one-shot
+# iterables for every sequence argument; negative and boundary integers everywhere
+# =============================================================================================
+
+CHECKING_EXPORTER_PYX = r"""
+# cython: language_level=3
+from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_FULL_RO,
+                             PyBUF_WRITABLE, PyBUF_STRIDES, PyBUF_FORMAT)
+from libc.stdlib cimport malloc, free
+from libc.stdint cimport uintptr_t
+
+
+cdef tuple _fields(Py_buffer* v):
+    cdef int k
+    shape = strides = subs = None
+    if v.ndim > 0 and v.ndim <= 64:
+        if v.shape != NULL:
+            shape = tuple([v.shape[k] for k in range(v.ndim)])
+        if v.strides != NULL:
+            strides = tuple([v.strides[k] for k in range(v.ndim)])
+        if v.suboffsets != NULL:
+            subs = tuple([v.suboffsets[k] for k in range(v.ndim)])
+    return (<uintptr_t>v.buf, <uintptr_t>v.obj, v.len, v.readonly, v.itemsize,
+            <uintptr_t>v.format, <bytes>v.format if v.format != NULL else None, v.ndim,
+            <uintptr_t>v.shape, shape, <uintptr_t>v.strides, strides,
+            <uintptr_t>v.suboffsets, subs, <uintptr_t>v.internal)
+
+
+cdef class CheckingExporter:
+    # Re-exports an inner buffer (a NumPy array) and, at each release, checks that the
+    # Py_buffer given back is exactly the one it filled: every field, and the contents of
+    # shape/strides/suboffsets. Mismatches go to .errors (a release cannot raise).
+    cdef Py_buffer inner
+    cdef bint has_inner
+    cdef Py_ssize_t counter
+    cdef dict filled
+    cdef public list errors
+    cdef public Py_ssize_t gets, releases
+
+    def __init__(self, obj):
+        PyObject_GetBuffer(obj, &self.inner, PyBUF_FULL_RO)
+        self.has_inner = True
+        self.filled = {}
+        self.errors = []
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        cdef Py_buffer* v = &self.inner
+        cdef int k
+        if (flags & PyBUF_WRITABLE) and v.readonly:
+            raise BufferError("checking exporter: read-only")
+        if (flags & PyBUF_STRIDES) != PyBUF_STRIDES:
+            raise BufferError("checking exporter: needs PyBUF_STRIDES")
+        # shape/strides/suboffsets of our own for each export (freed at its release)
+        cdef Py_ssize_t* geo = <Py_ssize_t*>malloc(3 * (v.ndim + 1) * sizeof(Py_ssize_t))
+        if geo == NULL:
+            raise MemoryError()
+        for k in range(v.ndim):
+            geo[k] = v.shape[k]
+            geo[v.ndim + 1 + k] = v.strides[k] if v.strides != NULL else 0
+            geo[2 * (v.ndim + 1) + k] = -1
+        if v.strides == NULL and v.ndim > 0:
+            geo[v.ndim + 1 + v.ndim - 1] = v.itemsize
+            for k in range(v.ndim - 2, -1, -1):
+                geo[v.ndim + 1 + k] = geo[v.ndim + 1 + k + 1] * v.shape[k + 1]
+        self.counter += 1
+        view.buf = v.buf
+        view.len = v.len
+        view.readonly = v.readonly
+        view.itemsize = v.itemsize
+        view.format = v.format if (flags & PyBUF_FORMAT) else NULL
+        view.ndim = v.ndim
+        view.shape = geo
+        view.strides = geo + v.ndim + 1
+        # every other export: explicit all-direct suboffsets (allowed, and easy to drop)
+        view.suboffsets = geo + 2 * (v.ndim + 1) if self.counter % 2 else NULL
+        view.internal = <void*><uintptr_t>self.counter
+        view.obj = self
+        self.filled[self.counter] = (_fields(view), <uintptr_t>geo)
+        self.gets += 1
+
+    def __releasebuffer__(self, Py_buffer* view):
+        self.releases += 1
+        key = <uintptr_t>view.internal
+        entry = self.filled.pop(key, None)
+        if entry is None:
+            self.errors.append(f"released a buffer it did not hand out (internal {key})")
+            return
+        want, geo = entry
+        got = _fields(view)
+        if got != want:
+            names = ("buf", "obj", "len", "readonly", "itemsize", "format", "format bytes",
+                     "ndim", "shape", "shape values", "strides", "strides values",
+                     "suboffsets", "suboffsets values", "internal")
+            self.errors.append("given back changed: " + ", ".join(
+                f"{n} {w!r} -> {g!r}" for n, w, g in zip(names, want, got) if w != g))
+        free(<void*><uintptr_t>geo)
+
+    def __dealloc__(self):
+        if self.has_inner:
+            PyBuffer_Release(&self.inner)
+"""
+
+
+@pytest.fixture(scope="module")
+def checking_dir(cython_builder):
+    return _hostile.build_module(cython_builder, "ib_checking_exporter", CHECKING_EXPORTER_PYX)
+
+
+def _pep688_checking_exporters():
+    """PEP 688 (3.12+) exporters that check what comes back at release: a Python class, and
+    a NumPy subclass that defines only __release_buffer__ (the issue's crash)."""
+    import _testbuffer as tb
+
+    class PyChecking:
+        def __init__(self, data):
+            self.data = data
+            self.handed = {}
+            self.errors = []
+            self.gets = self.releases = 0
+
+        def __buffer__(self, flags):
+            view = memoryview(self.data)
+            tb.ndarray(view, getbuf=flags)  # fail here if CPython would fail after us
+            self.gets += 1
+            self.handed[id(view)] = (view, view.shape, view.strides, view.format,
+                                     view.readonly, view.suboffsets, view.ndim)
+            return view
+
+        def __release_buffer__(self, view):
+            self.releases += 1
+            entry = self.handed.pop(id(view), None)
+            if entry is None or entry[0] is not view:
+                self.errors.append("released a memoryview it did not hand out")
+                return
+            now = (view, view.shape, view.strides, view.format, view.readonly,
+                   view.suboffsets, view.ndim)
+            if now != entry:
+                self.errors.append(f"given back changed: {entry[1:]} -> {now[1:]}")
+            view.release()
+
+    class NpChecking(np.ndarray):
+        released = []
+
+        def __release_buffer__(self, view):
+            # reads the buffer given back: CPython builds `view` from it
+            type(self).released.append((view.shape, view.strides, view.itemsize, view.nbytes))
+
+    return PyChecking, NpChecking
+
+
+def _acquirers(rng, arr):
+    """(name, call(wrap)) for every constructor that acquires foreign buffers; wrap(a) makes
+    the exporter under test of the NumPy array a."""
+    ndim = arr.ndim
+    a2 = arr if ndim >= 2 else arr.reshape(1, -1)
+    k = int(rng.integers(1, a2.ndim))
+    indirect = tuple(sorted(int(d) for d in rng.choice(a2.ndim - 1, size=k, replace=False)))
+
+    def collection(wrap):
+        rows = [wrap(np.ascontiguousarray(a2[i])) for i in range(a2.shape[0])]
+        return BufferCollection2D(rows, column_count=math.prod(a2.shape[1:]),
+                                  format=arr.dtype.char)
+
+    def copy_from(wrap):
+        m = IndirectMemory.create_memory(a2.shape, arr.dtype.char, indirect=indirect)
+        m.copy_from(wrap(a2))
+        return m
+
+    def copy_to(wrap):
+        target = np.zeros_like(a2)
+        IndirectMemory.view_from_array(a2.copy(), indirect=indirect).copy_to(wrap(target))
+        assert target.tolist() == a2.tolist()
+        return None
+
+    return [
+        ("view_from_rows", lambda w: IndirectMemory2D.view_from_rows(w(arr), readonly=True)),
+        ("view_from_columns",
+         lambda w: IndirectMemory2D.view_from_columns(w(np.asfortranarray(arr)),
+                                                      readonly=True)),
+        ("view_from_array",
+         lambda w: IndirectMemory.view_from_array(w(arr), indirect=indirect, readonly=True)),
+        ("collection", collection),
+        ("as_indirect", lambda w: as_indirect(w(arr))),
+        ("as_indirect_indirect", lambda w: as_indirect(w(arr), indirect=indirect)),
+        ("as_indirect_format", lambda w: as_indirect(w(arr), format="d")),
+        ("copy_from", copy_from),
+        ("copy_to", copy_to),
+    ]
+
+
+def _expected(name, arr):
+    """What a successful constructor holds, as NumPy sees it (None: no value check)."""
+    a2 = arr if arr.ndim >= 2 else arr.reshape(1, -1)
+    if name in ("view_from_rows", "as_indirect", "as_indirect_format"):
+        return arr.reshape(1, -1) if arr.ndim == 1 else \
+            arr.reshape(arr.shape[0], math.prod(arr.shape[1:]))
+    if name == "view_from_columns":
+        return arr.reshape(-1, 1) if arr.ndim == 1 else arr.T
+    if name == "collection":
+        return a2.reshape(a2.shape[0], math.prod(a2.shape[1:]))
+    if name in ("view_from_array", "as_indirect_indirect"):
+        return arr
+    if name == "copy_from":
+        return a2
+    return None
+
+
+@isolated
+def test_fuzz_exporters_get_back_the_buffer_they_filled(checking_dir):
+    """Issue 21, class 1: every constructor that acquires a foreign buffer gives it back
+    exactly as the exporter filled it (all fields and the arrays they point to), whether it
+    succeeds or refuses; a C-level checking exporter, and PEP 688 ones on 3.12+ (a Python
+    class, and a NumPy subclass that defines only __release_buffer__)."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+    mod = _hostile.load_module("ib_checking_exporter", checking_dir)
+    kinds = ["c"] + (["pep688", "np_subclass"] if PEP688 else [])
+    if PEP688:
+        PyChecking, NpChecking = _pep688_checking_exporters()
+
+    @given(shape=st.lists(st.integers(0, 3), min_size=1, max_size=4),
+           fmt=st.sampled_from(["B", "h", "i", "q", "d"]), kind=st.sampled_from(kinds),
+           readonly=st.booleans(), seed=st.integers(0, 2 ** 32 - 1))
+    def check(shape, fmt, kind, readonly, seed):
+        rng = np.random.default_rng(seed)
+        arr = rng.integers(0, 100, shape).astype(NATIVE[fmt])
+        if readonly:
+            arr.flags.writeable = False
+        made = []
+
+        def wrap(a):
+            e = mod.CheckingExporter(a) if kind == "c" else \
+                PyChecking(a) if kind == "pep688" else a.view(NpChecking)
+            made.append(e)
+            return e
+
+        for name, call in _acquirers(rng, arr):
+            try:
+                out = call(wrap)
+            except (BufferError, ValueError, TypeError):
+                out = None
+            want = _expected(name, arr)
+            if out is not None and want is not None:
+                got = out.to_numpy()
+                assert got.shape == want.shape, (name, got.shape, want.shape)
+                assert got.tolist() == want.astype(got.dtype).tolist(), name
+            del out
+            gc.collect()
+            if kind == "np_subclass":
+                for shp, strides, itemsize, nbytes in NpChecking.released:
+                    assert len(shp) == len(strides) and nbytes == math.prod(shp) * itemsize, \
+                        (name, shp, strides)
+                NpChecking.released.clear()
+            else:
+                for e in made:
+                    assert not e.errors, (name, e.errors)
+                    assert e.gets == e.releases, (name, e.gets, e.releases)
+            made.clear()
+
+    run(check)
+
+
+def _one_shot(kind, values):
+    """values as a list, a tuple, or an iterable that can be read once (iter, generator,
+    map)."""
+    values = list(values)
+    if kind == "list":
+        return values
+    if kind == "tuple":
+        return tuple(values)
+    if kind == "iter":
+        return iter(values)
+    if kind == "generator":
+        return (v for v in values)
+    return map(lambda v: v, values)
+
+
+ONE_SHOT = ["list", "tuple", "iter", "generator", "map"]
+ALLOWED = (ValueError, TypeError, MemoryError, OverflowError, BufferError)
+
+
+def _outcome(func):
+    try:
+        return "ok", func()
+    except ALLOWED as exc:
+        return type(exc).__name__, str(exc)
+
+
+def _same_result(a, b):
+    """Two outcomes of one call, with list arguments and with one-shot ones."""
+    if a[0] != b[0]:
+        return False
+    x, y = a[1], b[1]
+    if a[0] != "ok":
+        return x == y  # the same refusal, same message
+    if isinstance(x, int):
+        return x == y
+    return (x.shape, x.indirect, x.strides, x.suboffsets, x.format, x.readonly) == \
+        (y.shape, y.indirect, y.strides, y.suboffsets, y.format, y.readonly) and \
+        x.to_numpy().tobytes() == y.to_numpy().tobytes()
+
+
+@isolated
+def test_fuzz_one_shot_iterables_read_once():
+    """Issue 21, class 2: every sequence-typed argument (shape, indirect, offsets, rows) given
+    as a one-shot iterable (iter, generator, map) gives what the list gives: each argument is
+    converted once."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from _ndlayouts import CTYPES, Structure, ctypes_tensor
+
+    @st.composite
+    def case(draw):
+        ndim = draw(st.integers(2, 4))
+        shape = tuple(draw(st.lists(st.integers(0, 3), min_size=ndim, max_size=ndim)))
+        indirect = tuple(sorted(draw(st.sets(st.integers(0, ndim - 2), min_size=1))))
+        offsets = tuple(draw(st.sampled_from([0, 8, 16])) for _ in indirect)
+        return shape, indirect, offsets
+
+    @given(c=case(), kinds=st.tuples(*[st.sampled_from(ONE_SHOT)] * 4),
+           fmt=st.sampled_from(["B", "i", "d"]), seed=st.integers(0, 2 ** 16),
+           route=st.sampled_from(["create", "from_address", "from_ctype_ptr", "view",
+                                  "as_indirect", "as_indirect_copy", "pinned", "collection"]))
+    def check(c, kinds, fmt, seed, route):
+        shape, indirect, offsets = c
+        ks, ki, ko, kr = kinds
+        a = np.random.default_rng(seed).integers(0, 100, shape).astype(NATIVE[fmt])
+        s = Structure(a, indirect, offsets=offsets)
+
+        def call(conv):
+            S, IND, OFF = conv(ks, shape), conv(ki, indirect), conv(ko, offsets)
+            if route == "create":
+                return IndirectMemory.create_memory(S, fmt, indirect=IND)
+            if route == "from_address":
+                m = IndirectMemory.from_address(s.address, S, fmt, indirect=IND, offsets=OFF,
+                                                memory_nanny=s)
+                assert m.to_numpy().tolist() == a.tolist()
+                return m
+            if route == "from_ctype_ptr":
+                t = ctypes_tensor(a, CTYPES[fmt], levels=len(indirect))
+                return IndirectMemory.from_ctype_ptr(t, S)
+            if route == "view":
+                return IndirectMemory.view_from_array(a, indirect=IND, readonly=True)
+            if route == "as_indirect":
+                return as_indirect(a, indirect=IND)
+            if route == "as_indirect_copy":
+                # not C-contiguous: the fallback to an owned copy (it read indirect twice)
+                return as_indirect(np.asfortranarray(a)[..., ::-1], indirect=IND)
+            if route == "pinned":
+                m = s.wrap(fmt)
+                with m.pinned(fmt, offsets=OFF) as address:
+                    return address - m.address
+            rows = [np.ascontiguousarray(a[i]).reshape(-1) for i in range(shape[0])]
+            return BufferCollection2D(conv(kr, rows), column_count=-1 if rows else 0,
+                                      format=fmt)
+
+        want = _outcome(lambda: call(lambda k, v: list(v)))
+        got = _outcome(lambda: call(_one_shot))
+        assert _same_result(want, got), (route, kinds, want, got)
+
+    run(check)
+
+
+# Integers at and around every boundary a size or offset has.
+BOUNDARY_INTS = [-(2 ** 64), -(2 ** 63) - 1, -(2 ** 63), -(2 ** 62), -(2 ** 31), -8, -2, -1,
+                 0, 1, 2, 3, 8, 2 ** 31, 2 ** 62, 2 ** 63 - 1, 2 ** 63, 2 ** 64]
+
+
+@isolated
+def test_fuzz_negative_and_boundary_integers():
+    """Issue 21, class 3: negative and boundary values for every integer argument of every
+    public entry point raise ValueError/TypeError/MemoryError/OverflowError/BufferError --
+    never a crash, never a success with a negative size or offset (no internal sentinel is
+    reachable: a negative row_offset is not "whatever offset the memory has")."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from _ndlayouts import Structure
+    ints = st.sampled_from(BOUNDARY_INTS) | st.integers(-3, 4)
+
+    def small(n):  # sizes a successful call may have been asked for here
+        return 0 <= n <= 8
+
+    def ctypes_table():
+        P = ctypes.POINTER(ctypes.c_double)
+        rows = [(ctypes.c_double * 3)(*range(3)) for _ in range(2)]
+        return (P * 2)(*[ctypes.cast(r, P) for r in rows])
+
+    @given(route=st.sampled_from(["create2d", "create_nd", "from_address2d", "from_address_nd",
+                                  "from_ctype_ptr2d", "from_ctype_ptr_nd", "pinned2d",
+                                  "pinned_nd", "collection", "view_indirect",
+                                  "as_indirect_indirect", "address"]),
+           x=ints, y=ints, z=ints, fmt=st.sampled_from(["B", "d"]),
+           seed=st.integers(0, 2 ** 16))
+    def check(route, x, y, z, fmt, seed):
+        dtype = np.dtype(NATIVE[fmt])
+        a = np.random.default_rng(seed).integers(0, 100, (2, 3)).astype(dtype)
+        s = Structure(a, (0,), offsets=[8])
+        try:
+            if route == "create2d":
+                m = IndirectMemory2D.create_memory(x, y, fmt)
+                assert small(x) and small(y) and m.shape == (x, y), (x, y)
+                assert m.to_numpy().tobytes() == bytes(x * y * m.itemsize)
+            elif route == "create_nd":
+                m = IndirectMemory.create_memory((x, y, 2), fmt, indirect=(0, 1))
+                assert small(x) and small(y) and m.shape == (x, y, 2), (x, y)
+            elif route == "from_address2d":
+                m = IndirectMemory2D.from_address(s.address, x, y, fmt, row_offset=z,
+                                                  memory_nanny=s)
+                assert 0 <= x <= 2 and 0 <= y <= 3 and z == 8, (x, y, z)
+                assert m.to_numpy().tolist() == a[:x, :y].tolist()
+            elif route == "from_address_nd":
+                m = IndirectMemory.from_address(s.address, (x, y), fmt, indirect=(0,),
+                                                offsets=(z,), memory_nanny=s)
+                assert 0 <= x <= 2 and 0 <= y <= 3 and z == 8, (x, y, z)
+                assert m.to_numpy().tolist() == a[:x, :y].tolist()
+            elif route == "from_ctype_ptr2d":
+                m = IndirectMemory2D.from_ctype_ptr(ctypes_table(), x, y, row_offset=z)
+                assert 0 <= x <= 2 and 0 <= y <= 3 and z == 0, (x, y, z)
+                assert m.to_numpy().tolist() == [[0.0, 1.0, 2.0][:y]] * x
+            elif route == "from_ctype_ptr_nd":
+                m = IndirectMemory.from_ctype_ptr(ctypes_table(), (x, y), offsets=(z,))
+                assert 0 <= x <= 2 and 0 <= y <= 3 and z == 0, (x, y, z)
+            elif route == "pinned2d":
+                m = IndirectMemory2D.from_address(s.address, 2, 3, fmt, row_offset=8,
+                                                  memory_nanny=s)
+                with m.pinned(fmt, row_offset=x) as address:
+                    assert x == 8, f"pinned(row_offset={x}) of memory with row offset 8"
+                    assert address == m.address
+            elif route == "pinned_nd":
+                m = s.wrap(fmt)
+                with m.pinned(fmt, offsets=(x,)) as address:
+                    assert x == 8, f"pinned(offsets=({x},)) of memory with offset 8"
+                    assert address == m.address
+            elif route == "collection":
+                rows = [bytearray(6 * dtype.itemsize) for _ in range(2)]
+                m = BufferCollection2D(rows, column_count=x, format=fmt)
+                assert x in (-1, 6) and m.shape == (2, 6), x
+            elif route == "view_indirect":
+                m = IndirectMemory.view_from_array(np.zeros((2, 2, 2)), indirect=(x,))
+                assert x in (0, 1) and m.indirect == (x,), x
+            elif route == "as_indirect_indirect":
+                m = as_indirect(np.zeros((2, 2, 2)), indirect=(x, y))
+                assert {x, y} <= {0, 1} and m.indirect == tuple(sorted({x, y})), (x, y)
+            else:  # an address that is not one: negative, or too big for a pointer
+                if x >= 0 and x < 2 ** 64:
+                    return  # a real address would be dereferenced
+                IndirectMemory2D.from_address(x, 0, 0, fmt)
+                raise AssertionError(f"from_address({x}) accepted")
+        except ALLOWED:
+            return
+
+    run(check)
+
+
+# =============================================================================================
 # the state machine: lifetimes, exports, pins, copies and hostile code at every turn
 # =============================================================================================
 
@@ -878,7 +1336,13 @@ def _rows_of(model, itemsize, fmt, how, action, pick):
     return rows
 
 
-@isolated(timeout=900)
+# The state machine's child gets time in proportion to the programs asked for: measured
+# about 0.06 s per example on 2 cores (IB_FUZZ_EXAMPLES=1000: about a minute), AddressSanitizer
+# 2-3 times that; 1 s per example leaves room for a loaded machine.
+STATE_MACHINE_TIMEOUT = max(900, EXAMPLES * (3 if os.environ.get("IB_SANITIZE") else 1))
+
+
+@isolated(timeout=STATE_MACHINE_TIMEOUT)
 def test_fuzz_state_machine():
     import _testbuffer as tb
     from hypothesis import strategies as st
@@ -890,6 +1354,12 @@ def test_fuzz_state_machine():
     class Machine(RuleBasedStateMachine):
         def __init__(self):
             super().__init__()
+            # Everything alive now (hypothesis' record of the examples so far, mostly) is
+            # left out of the many gc.collect() calls below: without this each collection
+            # scans a heap that grows with every example, and a long run slows down
+            # quadratically (400 examples took 51 s, 1000 took 466 s on 2 busy cores).
+            gc.collect()
+            gc.freeze()
             VICTIMS.clear()
             REINITIALISED.clear()
             self.entries = []
