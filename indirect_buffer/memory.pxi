@@ -122,8 +122,10 @@ cdef class IndirectMemory:
 
     cdef void* checked_levels(self, object format, bint writable, int levels,
                               Py_ssize_t row_offset=0) except NULL:
+        if levels < 1:
+            raise ValueError(f"levels must be >= 1, got {levels}")
         self._check_table_request(format, writable, row_offset)
-        if levels < 1 or self.levels_ != levels:
+        if self.levels_ != levels:
             raise BufferError(f"a table of {levels} pointer level(s) (T{'*' * (levels + 1)}) "
                               f"was requested, but the memory is {_layout_text(self)}")
         self.layout_trusted = False  # C may re-point rows from now on

@@ -79,6 +79,11 @@ else:
 T = "t = table()"
 NULLS = "t = (P * 2)()"
 T3 = "t = table3()"
+# A 2x3 'd' table whose rows start 8 bytes after each pointer (Numerical Recipes, 1-based).
+ONE_BASED = ('b = [(ctypes.c_double * 4)() for _ in range(2)]\n'
+             't = (ctypes.c_void_p * 2)(*[ctypes.addressof(x) for x in b])\n'
+             'm = IndirectMemory2D.from_address(ctypes.addressof(t), 2, 3, "d", '
+             'memory_nanny=(t, b), row_offset=8)\n')
 
 SECTIONS = [
     ("Negative, huge and overflowing sizes", [
@@ -402,6 +407,31 @@ SECTIONS = [
          'r = bytearray(b"ab")\nv = IndirectMemory2D.view_from_rows(r)\nr.append(1)',
          "BufferError", "cannot be re-sized"),
     ]),
+    ("Lent memory (wrapped without a memory_nanny)", [
+        ("lent_direct_view",
+         "t = table()\nm = IndirectMemory2D.from_ctype_ptr(t, 2, 3)\nm.direct_view()",
+         "BufferError", "direct_view() of lent IndirectMemory2D would point into the lent memory"),
+        ("lent_row_view_of_memoryview",
+         ("t = table()\nm = IndirectMemory2D.from_ctype_ptr(t, 2, 3)\n"
+          "IndirectMemory2D.view_from_rows(memoryview(m))"),
+         "BufferError", "cannot view the rows of lent memory through memoryview"),
+        ("lent_row_view_of_memoryview_slice",
+         ("t = table()\nm = IndirectMemory2D.from_ctype_ptr(t, 2, 3)\n"
+          "IndirectMemory2D.view_from_rows(memoryview(m)[1:])"),
+         "BufferError", "cannot view the rows of lent memory"),
+        ("lent_release_while_pinned",
+         ("t = table()\nm = IndirectMemory2D.from_ctype_ptr(t, 2, 3)\nKEEP.append(m.pinned())\n"
+          "KEEP[-1].__enter__()\nm.release()"),
+         "BufferError", "is revoked, but 1 C call(s) pinned it"),
+        ("lent_after_revocation",
+         ("t = table()\nm = IndirectMemory2D.from_ctype_ptr(t, 2, 3)\nKEEP.append(memoryview(m))\n"
+          "m.release()\nm.shape"),
+         "ValueError", "operation on released IndirectMemory2D"),
+        ("nanny_kept_release_while_exported",
+         ("t = table()\nm = IndirectMemory2D.from_ctype_ptr(t, 2, 3, memory_nanny=t)\n"
+          "KEEP.append(memoryview(m))\nm.release()"),
+         "BufferError", "cannot release: IndirectMemory2D has 1 exported buffer(s)"),
+    ]),
     ("Entering pinned(): the checks of the typed tables", [
         ("pinned_wrong_format", 'mem().pinned(format="i").__enter__()',
          "TypeError", "element format is 'd', not 'i'"),
@@ -409,6 +439,18 @@ SECTIONS = [
          "ValueError", "not 8 as requested"),
         ("pinned_entered_twice", "p = mem().pinned()\np.__enter__()\np.__enter__()",
          "ValueError", "already entered"),
+        # A negative row_offset is no "any offset" (issue 21): a 1-based table stays 1-based.
+        ("pinned_negative_row_offset", "mem().pinned(row_offset=-1).__enter__()",
+         "ValueError", "row_offset must be >= 0, got -1"),
+        ("pinned_row_offset_min", "mem().pinned(row_offset=-2**63).__enter__()",
+         "ValueError", "row_offset must be >= 0, got -9223372036854775808"),
+        ("pinned_row_offset_beyond_ssize_t", "mem().pinned(row_offset=2**63)",
+         "OverflowError", "too large"),
+        ("pinned_one_based_negative_row_offset",
+         f"{ONE_BASED}m.pinned(row_offset=-8).__enter__()",
+         "ValueError", "row_offset must be >= 0, got -8"),
+        ("pinned_one_based_as_zero_based", f"{ONE_BASED}m.pinned(row_offset=0).__enter__()",
+         "ValueError", "rows start 8 bytes after each row pointer (row_offset), not 0"),
     ]),
     ("Operations after release()", [
         ("released_memoryview", "memoryview(released())",
@@ -598,6 +640,17 @@ SECTIONS = [
          "ValueError", "operation on released IndirectMemory"),
         ("nd_pinned_wrong_format", 'mem3().pinned("i").__enter__()',
          "TypeError", "element format is 'd', not 'i'"),
+        ("nd_pinned_negative_row_offset", "mem3().pinned(row_offset=-1).__enter__()",
+         "ValueError", "row_offset must be >= 0, got -1"),
+        ("nd_pinned_negative_offsets", "mem3().pinned(offsets=(-1, 0)).__enter__()",
+         "ValueError", "offsets[0] must be 0 to 9223372036854775807, got -1"),
+        ("nd_pinned_offsets_str", 'mem3().pinned(offsets="ab")',
+         "TypeError", "offsets must be a sequence of ints, not str"),
+        ("nd_as_indirect_one_shot_indirect_twice",
+         "as_indirect(np.zeros((2, 3, 8))[:, :, ::2], indirect=iter([0, 0]))",
+         "ValueError", "indirect dimension 0 is given twice"),
+        ("nd_shape_one_shot_negative", 'IndirectMemory.create_memory(iter([2, -1, 4]), "d")',
+         "ValueError", "shape[1] must be >= 0, got -1"),
         ("nd_reinterpret_indivisible", 'mem3().reinterpret_data("5s")',
          "ValueError", "row of 32 bytes is not divisible by itemsize 5"),
     ]),
