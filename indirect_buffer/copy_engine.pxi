@@ -336,9 +336,10 @@ cdef void _move(const _Side* src, const _Side* dst, _Side* tmp) noexcept nogil:
 
 
 cdef int _copy_buffers(Py_buffer* src, Py_buffer* dst, bint src_trusted,
-                       bint dst_trusted) except -1:
+                       bint dst_trusted, bint keep_gil=False) except -1:
     """Copy src into dst (same ndim >= 1, shape and itemsize; strides set), with the result of
-    a copy through a temporary when the two overlap."""
+    a copy through a temporary when the two overlap. Large copies run without the GIL unless
+    keep_gil (a revocation: no other thread may act on the memory meanwhile)."""
     cdef _Side ss, ds, ts
     cdef int d, ndim = src.ndim, last = src.ndim - 1, depth
     cdef Py_ssize_t k = src.itemsize
@@ -349,7 +350,7 @@ cdef int _copy_buffers(Py_buffer* src, Py_buffer* dst, bint src_trusted,
         if src.shape[d] == 0:
             return 0
         elems *= src.shape[d]  # no overflow: the caller checked one side's size
-    cdef bint big = elems * k >= _NOGIL_BYTES
+    cdef bint big = elems * k >= _NOGIL_BYTES and not keep_gil
     # Element by element when either side is indirect in its last dimension.
     depth = ndim if ((src.suboffsets != NULL and src.suboffsets[last] >= 0)
                      or (dst.suboffsets != NULL and dst.suboffsets[last] >= 0)) else last

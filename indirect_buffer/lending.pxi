@@ -17,10 +17,11 @@
 # Views that would keep a lent address of their own -- direct_view(), a row view of the
 # memory's buffer -- cannot be made: nothing could re-point them.
 
-# Root tables of live lent memory not yet revoked (start address -> end address): a consumer
-# that would copy row pointers out of one (a row view, also of a memoryview slice whose buf
-# lies inside the table) asks here.
-cdef dict _lent_tables = {}
+# Root tables of live lent memory not yet revoked: their start addresses in increasing order
+# and, by start, their end addresses. A consumer that would copy row pointers out of one (a
+# row view, also of a memoryview slice whose buf lies anywhere inside the table) asks here.
+cdef list _lent_starts = []
+cdef dict _lent_ends = {}
 
 
 cdef Py_ssize_t _root_slots(int ndim, const Py_ssize_t* shape, const Py_ssize_t* suboffsets):
@@ -45,27 +46,44 @@ cdef int _lend(IndirectMemory mem) except -1:
     mem.owned_table = root
     mem.table = root
     mem.lent_ = True
-    _lent_tables[<uintptr_t>root] = <uintptr_t>root + <uintptr_t>(n * sizeof(void*))
+    _lent_starts.insert(_after(<uintptr_t>root), <uintptr_t>root)
+    _lent_ends[<uintptr_t>root] = <uintptr_t>root + <uintptr_t>(n * sizeof(void*))
     return 0
 
 
 cdef void _forget_lent_table(IndirectMemory mem) noexcept:
     """Called before the root copy is freed or re-pointed: it no longer leads to lent memory."""
-    # (_lent_tables is None once the module is torn down at interpreter exit.)
-    if mem.lent_ and mem.owned_table != NULL and _lent_tables is not None:
-        _lent_tables.pop(<uintptr_t>mem.owned_table, None)
+    # (None once the module is torn down at interpreter exit.)
+    if not mem.lent_ or mem.owned_table == NULL or _lent_ends is None or _lent_starts is None:
+        return
+    cdef uintptr_t start = <uintptr_t>mem.owned_table
+    if _lent_ends.pop(start, None) is not None:
+        del _lent_starts[_after(start) - 1]
+
+
+cdef Py_ssize_t _after(uintptr_t a):
+    """The number of lent root tables starting at or before a (a binary search)."""
+    cdef Py_ssize_t lo = 0, hi = len(_lent_starts), mid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if <uintptr_t>_lent_starts[mid] <= a:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 cdef bint _in_lent_table(const void* address):
     """True if address lies in the root table of lent memory (a slice's buf may point into
     one anywhere, also at its last slot for a negative step)."""
-    if not _lent_tables:
+    if not _lent_starts:
         return False
     cdef uintptr_t a = <uintptr_t>address
-    for start, end in _lent_tables.items():
-        if start <= a and (a < end or a == start):
-            return True
-    return False
+    cdef Py_ssize_t i = _after(a) - 1
+    if i < 0:
+        return False
+    start = _lent_starts[i]
+    return a == start or a < _lent_ends[start]
 
 
 cdef void _offset_slots(char* tables, int ndim, const Py_ssize_t* shape, unsigned int mask,
@@ -88,47 +106,106 @@ cdef void _offset_slots(char* tables, int ndim, const Py_ssize_t* shape, unsigne
 
 cdef int _revoke(IndirectMemory mem) except -1:
     """release() of lent memory: snapshot for the views out, then release."""
-    cdef Py_buffer src
-    cdef Py_buffer dst
-    cdef IndirectMemory snap
-    cdef unsigned int mask
     if mem.exports == 0:
         # The normal path: nothing reads the table any more. No copy.
         mem.released_ = True
         mem._release_resources()
         return 0
-    # Views are out. From here on every new export or pin is refused (released), so nothing
-    # can start reading the lent memory while the snapshot is taken.
-    mem.released_ = True
-    mask = _mask_of(mem.suboffsets_, mem.ndim_)
+    cdef unsigned int mask = _mask_of(mem.suboffsets_, mem.ndim_)
+    snap = None
+    failure = None
     try:
+        # May run Python code (the garbage collector, finalizers): before anything changes,
+        # and checked again below.
         snap = _new_owned_nd(mem.ndim_, mem.shape_, mem.format_, mem.itemsize_, mask, False)
+    except MemoryError as exc:
+        failure = exc
+    if mem.released_:
+        return _check_no_pin(mem)  # code run meanwhile revoked it
+    if mem.exports == 0 or (snap is not None and not _same_geometry(mem, snap)):
+        return _revoke(mem)  # code run meanwhile changed what needs a snapshot: again
+    # From here on no Python code runs until the exported table is re-pointed (the copy keeps
+    # the GIL), so no other thread can see the memory released before its views are safe.
+    mem.released_ = True
+    cdef Py_buffer src
+    cdef Py_buffer dst
+    if snap is not None:
         _geometry_view(mem, &src)
-        _geometry_view(snap, &dst)
-        _copy_buffers(&src, &dst, False, True)
-    except BaseException:
-        # The lender frees its memory whatever happens: the views must not reach it. They
-        # see empty memory instead (memoryview bounds-checks against this shape).
-        _forget_lent_table(mem)
-        memset(mem.shape_, 0, sizeof(mem.shape_))
-        keep = mem.keepalive
-        mem.keepalive = None
-        del keep
-        raise
-    # The snapshot's own tables, moved back by the lender's offsets, then its root slots into
-    # the exported root table: every view now reads the snapshot.
-    _offset_slots(<char*>snap.owned_table, mem.ndim_, mem.shape_, mask, mem.suboffsets_)
+        _geometry_view(<IndirectMemory>snap, &dst)
+        try:
+            _copy_buffers(&src, &dst, False, True, True)
+        except ValueError as exc:
+            failure = exc  # a NULL pointer the lender left: those elements read zeros
+    else:
+        # No room for a snapshot: the views read zeros, from one zeroed block shared by every
+        # root slot (a few rows' worth), rather than the lent memory.
+        snap = _zeros_for_every_root_slot(mem, mask)
     _forget_lent_table(mem)
-    memcpy(mem.owned_table, snap.owned_table,
-           _root_slots(mem.ndim_, mem.shape_, mem.suboffsets_) * sizeof(void*))
+    if snap is not None:
+        _offset_slots(<char*>(<IndirectMemory>snap).owned_table, mem.ndim_,
+                      (<IndirectMemory>snap).shape_, mask, mem.suboffsets_)
+        _point_root_at(mem, <IndirectMemory>snap)
+    else:
+        # Not even that: NULL rows, which crash a consumer rather than read freed memory.
+        memset(mem.owned_table, 0,
+               _root_slots(mem.ndim_, mem.shape_, mem.suboffsets_) * sizeof(void*))
     keep = mem.keepalive
     mem.keepalive = snap  # freed with mem, after the last view
     del keep  # may run Python code: mem is already consistent
+    if failure is not None:
+        if isinstance(failure, MemoryError):
+            raise MemoryError(f"the loan of {type(mem).__name__} is revoked, but there was no "
+                              f"room for a snapshot: its views now read zeros ({failure})")
+        raise ValueError(f"the loan of {type(mem).__name__} is revoked, but its data could not "
+                         f"all be read for the snapshot ({failure}); those elements read zeros")
+    return _check_no_pin(mem)
+
+
+cdef int _check_no_pin(IndirectMemory mem) except -1:
+    """release() of revoked lent memory that a C call still pins: say so (every time, until
+    the pin ends), so that a lender that can wait does not free it under that call."""
     if mem.pins > 0:
-        # Revoked all the same (the lender may free whatever we say): but a C call that
-        # pinned the memory may still hold lent addresses it read before. Tell a lender
-        # that can wait (a handle, an encoder's next call) to wait.
         raise BufferError(f"the loan of {type(mem).__name__} is revoked, but {mem.pins} C "
                           "call(s) pinned it and may still be using the lent memory: do not "
                           "free it before they return")
     return 0
+
+
+cdef bint _same_geometry(IndirectMemory mem, IndirectMemory snap):
+    cdef int d
+    if snap.ndim_ != mem.ndim_ or snap.itemsize_ != mem.itemsize_:
+        return False
+    for d in range(mem.ndim_):
+        if snap.shape_[d] != mem.shape_[d] or snap.strides_[d] != mem.strides_[d] or \
+                (snap.suboffsets_[d] >= 0) != (mem.suboffsets_[d] >= 0):
+            return False
+    return True
+
+
+cdef void _point_root_at(IndirectMemory mem, IndirectMemory snap) noexcept:
+    """Copy the snapshot's root slots (already moved back by the lender's offsets) into the
+    exported root table; a snapshot of one root slot serves them all."""
+    cdef Py_ssize_t n = _root_slots(mem.ndim_, mem.shape_, mem.suboffsets_)
+    cdef Py_ssize_t m = _root_slots(snap.ndim_, snap.shape_, snap.suboffsets_)
+    cdef Py_ssize_t i
+    if m == n:
+        memcpy(mem.owned_table, snap.owned_table, n * sizeof(void*))
+    else:
+        for i in range(n):
+            mem.owned_table[i] = snap.owned_table[0]
+
+
+cdef object _zeros_for_every_root_slot(IndirectMemory mem, unsigned int mask):
+    """Zeroed memory of the layout below one root slot (the root dimensions of size 1), or
+    None if even that cannot be had."""
+    cdef Py_ssize_t shape[IB_MAX_NDIM]
+    cdef int d
+    cdef bint root = True
+    for d in range(mem.ndim_):
+        shape[d] = 1 if root else mem.shape_[d]
+        if mem.suboffsets_[d] >= 0:
+            root = False
+    try:
+        return _new_owned_nd(mem.ndim_, shape, mem.format_, mem.itemsize_, mask, False)
+    except MemoryError:
+        return None

@@ -444,10 +444,12 @@ cdef class IndirectMemory:
         without a memory_nanny), whose release revokes the loan: views still out keep
         reading a private snapshot of the data as it is now, and nothing reads or writes
         the lent memory afterwards. If a C call pinned it (and may still use lent
-        addresses), the loan is revoked all the same and BufferError says so: do not free
-        the lent memory before that call returns.
+        addresses), the loan is revoked all the same and BufferError says so, at this and
+        every later release() until the pin ends: do not free the lent memory before.
         """
         if self.released_:
+            if self.lent_:
+                _check_no_pin(self)  # revoked, but still pinned: keep saying so
             return
         if self.lent_:
             self._check_alive()

@@ -974,10 +974,11 @@ def test_lent_encoder_next_buffer_and_close_revoke(ex, route):
         assert not second.released
         with second.pinned("f", writable=True):  # a C call in flight on the buffer
             with pytest.raises(BufferError):
-                enc.wrote(2)
+                enc.wrote(2)  # revoked, but C must not free it under the pinned call
+            assert second.released
             with pytest.raises(BufferError):
-                enc.buffer(2)
-        assert not second.released and enc.samples == 0
+                enc.buffer(2)  # still pinned: still refused
+        assert enc.samples == 0
         enc.wrote(1)  # only [:, :1] counts
         assert enc.sum(0) == 0.0 and enc.samples == 1
         with pytest.raises(ValueError):

@@ -240,8 +240,12 @@ public:
     {
         if (memory_ == nullptr)
             return;
+        /* An exception may be on its way out (a callback that raised): keep it as it is. */
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
         if (ib_release(memory_) < 0)
             PyErr_WriteUnraisable(memory_);
+        PyErr_Restore(type, value, traceback);
         Py_DECREF(memory_);
     }
 

@@ -231,6 +231,7 @@ class Encoder:
             raise ValueError(f"channels must be >= 1, got {channels}")
         self._ptr = None
         self._lent = None  # the last buffer() handed out, until revoked
+        self._lent_samples = 0
         ptr = lib.ib_encoder_new(channels)
         if not ptr:
             raise MemoryError(f"ib_encoder_new({channels}) failed")
@@ -242,7 +243,7 @@ class Encoder:
             raise ValueError("the encoder is closed")
 
     def _revoke(self):
-        # BufferError (the buffer stays lent) while a C call in flight pins it.
+        # BufferError (kept, so that C does not free it) while a C call in flight pins it.
         if self._lent is not None:
             self._lent.release()  # lent memory: release() revokes the loan
             self._lent = None
@@ -257,12 +258,13 @@ class Encoder:
         if not table:
             raise MemoryError(f"ib_encoder_buffer({n}) failed")
         self._lent = IndirectMemory2D.from_ctype_ptr(table, self.channels, n)  # no nanny: lent
+        self._lent_samples = n  # (the buffer may be revoked before wrote() reads this)
         return self._lent
 
     def wrote(self, n):
         """Consume the first n samples per channel of the last buffer(), revoked first."""
         self._check_open()
-        size = self._lent.shape[1] if self._lent is not None else 0
+        size = self._lent_samples if self._lent is not None else 0
         if not 0 <= n <= size:
             raise ValueError(f"wrote({n}): the last buffer() holds {size} samples per channel")
         self._revoke()  # before C reads and frees the buffer

@@ -23,7 +23,8 @@ over them) switch to a private snapshot of the data as it was at revocation, so 
 or writes the C memory after that. The binding's one job is to revoke at the moment the C
 library takes the memory back: when the callback returns (`with` around the callback), before
 the call that invalidates a buffer (wrote(), the next buffer(), close()). While the memory is
-pinned by a C call in flight, revocation raises BufferError instead.
+pinned by a C call in flight, release() revokes all the same but raises BufferError (again at
+every call until the pin ends): the binding then does not let C free the buffer.
 """
 cimport cython
 from libc.stdint cimport int32_t
@@ -111,6 +112,7 @@ cdef class Encoder:
     cdef c.ib_encoder* enc
     cdef readonly int channels
     cdef IndirectMemory2D lent_buffer  # the last buffer() handed out, until it is revoked
+    cdef Py_ssize_t lent_samples       # its samples per channel (it may be revoked already)
 
     def __cinit__(self, int channels):
         if channels < 1:
@@ -127,7 +129,8 @@ cdef class Encoder:
 
     cdef int _revoke(self) except -1:
         """Take back the buffer handed out last: views of it keep a snapshot of its data.
-        Raises BufferError (and keeps it) while a C call in flight pins it."""
+        Raises BufferError (and keeps it, so that C does not free it) while a C call in
+        flight pins it."""
         if self.lent_buffer is not None:
             self.lent_buffer.release()  # lent memory: release() revokes the loan
             self.lent_buffer = None
@@ -145,13 +148,14 @@ cdef class Encoder:
             raise MemoryError(f"ib_encoder_buffer({n}) failed")
         mem = IndirectMemory2D.from_ptr(table, self.channels, n, "f", False)  # lent
         self.lent_buffer = mem
+        self.lent_samples = n
         return mem
 
     def wrote(self, int n):
         """Consume the first n samples of every channel of the last buffer(); the buffer is
         revoked first, so what C consumes is what the buffer held at this call."""
         self._check_open()
-        cdef Py_ssize_t size = self.lent_buffer.cols() if self.lent_buffer is not None else 0
+        cdef Py_ssize_t size = self.lent_samples if self.lent_buffer is not None else 0
         if n < 0 or n > size:
             raise ValueError(f"wrote({n}): the last buffer() holds {size} samples per channel")
         self._revoke()  # before C reads and frees the buffer
