@@ -112,52 +112,64 @@ cdef int _revoke(IndirectMemory mem) except -1:
         mem._release_resources()
         return 0
     cdef unsigned int mask = _mask_of(mem.suboffsets_, mem.ndim_)
+    cdef Py_ssize_t n = _root_slots(mem.ndim_, mem.shape_, mem.suboffsets_)
     snap = None
     failure = None
+    # Everything that may run Python code (allocating objects may run the garbage collector,
+    # and so finalizers, and let other threads in) comes first, and what it may have changed
+    # is checked again after it.
     try:
-        # May run Python code (the garbage collector, finalizers): before anything changes,
-        # and checked again below.
         snap = _new_owned_nd(mem.ndim_, mem.shape_, mem.format_, mem.itemsize_, mask, False)
     except MemoryError as exc:
         failure = exc
+        # No room for a snapshot: the views will read zeros, from one zeroed block shared by
+        # every root slot (a few rows' worth), rather than the lent memory.
+        snap = _zeros_for_every_root_slot(mem, mask)
     if mem.released_:
         return _check_no_pin(mem)  # code run meanwhile revoked it
-    if mem.exports == 0 or (snap is not None and not _same_geometry(mem, snap)):
+    if mem.exports == 0 or (snap is not None and not _same_geometry(mem, snap, failure is None)):
         return _revoke(mem)  # code run meanwhile changed what needs a snapshot: again
-    # From here on no Python code runs until the exported table is re-pointed (the copy keeps
-    # the GIL), so no other thread can see the memory released before its views are safe.
+    cdef void** lent_root = <void**>malloc((n if n > 0 else 1) * sizeof(void*))
+    if lent_root == NULL:
+        raise MemoryError(f"cannot allocate {n} pointers to revoke the loan of "
+                          f"{type(mem).__name__}; it is still lent")
+    # From here until the exported table leads to the snapshot, only C runs: no other thread
+    # and no finalizer can see the memory released while its views still lead to the lender.
     mem.released_ = True
-    cdef Py_buffer src
-    cdef Py_buffer dst
-    if snap is not None:
-        _geometry_view(mem, &src)
-        _geometry_view(<IndirectMemory>snap, &dst)
-        try:
-            _copy_buffers(&src, &dst, False, True, True)
-        except ValueError as exc:
-            failure = exc  # a NULL pointer the lender left: those elements read zeros
-    else:
-        # No room for a snapshot: the views read zeros, from one zeroed block shared by every
-        # root slot (a few rows' worth), rather than the lent memory.
-        snap = _zeros_for_every_root_slot(mem, mask)
-    _forget_lent_table(mem)
+    memcpy(lent_root, mem.owned_table, n * sizeof(void*))
     if snap is not None:
         _offset_slots(<char*>(<IndirectMemory>snap).owned_table, mem.ndim_,
                       (<IndirectMemory>snap).shape_, mask, mem.suboffsets_)
         _point_root_at(mem, <IndirectMemory>snap)
     else:
         # Not even that: NULL rows, which crash a consumer rather than read freed memory.
-        memset(mem.owned_table, 0,
-               _root_slots(mem.ndim_, mem.shape_, mem.suboffsets_) * sizeof(void*))
+        memset(mem.owned_table, 0, n * sizeof(void*))
+    cdef Py_buffer src
+    cdef Py_buffer dst
+    try:
+        if failure is None:
+            # The lender's data, through its own pointers, into the snapshot through ours
+            # (same geometry); the GIL is kept so that nothing sees a half-taken snapshot.
+            _geometry_view(mem, &src)
+            src.buf = <void*>lent_root
+            _geometry_view(mem, &dst)
+            try:
+                _copy_buffers(&src, &dst, False, False, True)
+            except ValueError as exc:
+                failure = exc  # a NULL pointer the lender left: the rest reads zeros
+    finally:
+        free(lent_root)
+    _forget_lent_table(mem)
     keep = mem.keepalive
     mem.keepalive = snap  # freed with mem, after the last view
-    del keep  # may run Python code: mem is already consistent
+    del keep  # may run Python code: mem is consistent
     if failure is not None:
         if isinstance(failure, MemoryError):
             raise MemoryError(f"the loan of {type(mem).__name__} is revoked, but there was no "
                               f"room for a snapshot: its views now read zeros ({failure})")
         raise ValueError(f"the loan of {type(mem).__name__} is revoked, but its data could not "
-                         f"all be read for the snapshot ({failure}); those elements read zeros")
+                         f"all be read for the snapshot ({failure}): the views read zeros "
+                         "where it stopped")
     return _check_no_pin(mem)
 
 
@@ -171,14 +183,18 @@ cdef int _check_no_pin(IndirectMemory mem) except -1:
     return 0
 
 
-cdef bint _same_geometry(IndirectMemory mem, IndirectMemory snap):
+cdef bint _same_geometry(IndirectMemory mem, IndirectMemory snap, bint whole):
+    """snap still has mem's layout (whole: also its shape; else that below one root slot)."""
     cdef int d
+    cdef bint root = True
     if snap.ndim_ != mem.ndim_ or snap.itemsize_ != mem.itemsize_:
         return False
     for d in range(mem.ndim_):
-        if snap.shape_[d] != mem.shape_[d] or snap.strides_[d] != mem.strides_[d] or \
-                (snap.suboffsets_[d] >= 0) != (mem.suboffsets_[d] >= 0):
+        if (snap.suboffsets_[d] >= 0) != (mem.suboffsets_[d] >= 0) or (
+                snap.shape_[d] != mem.shape_[d] and (whole or not root)):
             return False
+        if mem.suboffsets_[d] >= 0:
+            root = False
     return True
 
 
