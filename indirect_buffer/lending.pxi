@@ -156,7 +156,8 @@ cdef int _revoke(IndirectMemory mem) except -1:
             try:
                 _copy_buffers(&src, &dst, False, False, True)
             except ValueError as exc:
-                failure = exc  # a NULL pointer the lender left: the rest reads zeros
+                failure = exc  # a NULL pointer the lender left
+                _copy_slot_by_slot(mem, &src, &dst, n)
     finally:
         free(lent_root)
     _forget_lent_table(mem)
@@ -168,9 +169,33 @@ cdef int _revoke(IndirectMemory mem) except -1:
             raise MemoryError(f"the loan of {type(mem).__name__} is revoked, but there was no "
                               f"room for a snapshot: its views now read zeros ({failure})")
         raise ValueError(f"the loan of {type(mem).__name__} is revoked, but its data could not "
-                         f"all be read for the snapshot ({failure}): the views read zeros "
-                         "where it stopped")
+                         f"all be read for the snapshot ({failure}): the views read zeros in "
+                         "each root slot (a row of a T**) behind a NULL pointer")
     return _check_no_pin(mem)
+
+
+cdef void _copy_slot_by_slot(IndirectMemory mem, Py_buffer* src, Py_buffer* dst,
+                             Py_ssize_t n) noexcept:
+    """The snapshot copy again, one root slot at a time (a row of a T**, a plane of a T***),
+    leaving zeros in the slots behind which the lender left a NULL pointer."""
+    cdef Py_ssize_t shape[IB_MAX_NDIM]
+    cdef Py_buffer s = src[0]
+    cdef Py_buffer d = dst[0]
+    cdef Py_ssize_t i
+    cdef int k
+    cdef bint root = True
+    for k in range(mem.ndim_):
+        shape[k] = 1 if root else mem.shape_[k]  # one root slot: C order, sizeof(void*) apart
+        if mem.suboffsets_[k] >= 0:
+            root = False
+    s.shape = d.shape = shape
+    for i in range(n):
+        s.buf = <char*>src.buf + i * sizeof(void*)
+        d.buf = <char*>dst.buf + i * sizeof(void*)
+        try:
+            _copy_buffers(&s, &d, False, False, True)
+        except ValueError:
+            pass  # this slot reads zeros
 
 
 cdef int _check_no_pin(IndirectMemory mem) except -1:
