@@ -1188,7 +1188,9 @@ def test_checked_levels(cy):
         assert address == cy.levels_table(m, None, False, levels) == m.address
         if levels <= 2:
             assert cy.read_levels(address, shape, 4, levels, 0) == a.tobytes()
-        for wrong in {0, 1, 2, 3, 4} - {levels}:
+        with pytest.raises(ValueError, match="levels must be >= 1, got 0"):
+            cy.levels_table(m, "i", True, 0)  # a bad argument, not a layout mismatch
+        for wrong in {1, 2, 3, 4} - {levels}:
             with pytest.raises(BufferError, match=f"a table of {wrong} pointer level"):
                 cy.levels_table(m, "i", False, wrong)
         with pytest.raises(TypeError, match="element format is 'i', not 'd'"):
