@@ -14,10 +14,12 @@ Each test runs its hypothesis loop in a fresh interpreter (_hostile.isolated): a
 AddressSanitizer report fails that test, not the whole run. The hypothesis database is off.
 
 Examples per test: IB_FUZZ_EXAMPLES (default 20, so the normal suite stays fast); the state
-machine runs IB_FUZZ_EXAMPLES // 2 programs of up to 40 steps, with a time limit that grows
-with them (STATE_MACHINE_TIMEOUT). IB_FUZZ_SEED fixes the seed.
-A longer run under AddressSanitizer (about an hour on 2 cores; PYTHONMALLOC=malloc lets ASan
-see freed Python objects too):
+machine runs IB_FUZZ_EXAMPLES // 2 programs of up to 40 steps. Each child's time limit grows
+with the examples (FUZZ_TIMEOUT, STATE_MACHINE_TIMEOUT), and each example runs outside
+hypothesis' own heap (outside_hypothesis_heap), so the time per example stays flat and a run
+takes time in proportion to IB_FUZZ_EXAMPLES. IB_FUZZ_SEED fixes the seed.
+A longer run under AddressSanitizer (about 6 minutes on 2 cores with CPython 3.12.1, about 5 of
+them in pytest; PYTHONMALLOC=malloc lets ASan see freed Python objects too):
 
     IB_FUZZ_EXAMPLES=3000 IB_PYTEST_FILES=test_fuzz.py sh test_install.sh python3 asan
 
@@ -42,6 +44,14 @@ from indirect_buffer import BufferCollection2D, IndirectMemory, IndirectMemory2D
 
 EXAMPLES = _hostile.env_int("IB_FUZZ_EXAMPLES", 20)
 SEED = os.environ.get("IB_FUZZ_SEED")
+# Each test's child has a time limit in proportion to the examples asked for, so that no
+# IB_FUZZ_EXAMPLES can make a healthy run time out. Measured (2 shared cores, CPython 3.12.1
+# under AddressSanitizer, IB_FUZZ_EXAMPLES=3000): the slowest @given test took 41 s (14 ms an
+# example), the state machine 72 s (24 ms per example asked for); the limits give 0.1 s and
+# 1 s per example, three times that under AddressSanitizer, never less than 300 s and 900 s.
+_SLOWER = 3 if os.environ.get("IB_SANITIZE") else 1
+FUZZ_TIMEOUT = max(300, int(EXAMPLES * 0.1 * _SLOWER))
+STATE_MACHINE_TIMEOUT = max(900, EXAMPLES * _SLOWER)
 
 
 def fuzz_settings(examples=None, **kwargs):
@@ -50,9 +60,33 @@ def fuzz_settings(examples=None, **kwargs):
                     suppress_health_check=list(HealthCheck), print_blob=True, **kwargs)
 
 
+def outside_hypothesis_heap():
+    """Collect, then freeze everything alive (gc.freeze): from now on gc.collect() leaves it
+    alone. Called before each example. Hypothesis keeps a record of every example it ran (its
+    choice sequences, the tree of choices made so far, a cache of results): a heap that grows
+    with the run, and that every full collection would scan. The examples call gc.collect()
+    again and again (to run finalizers and weakref callbacks at a known point), so without
+    this the time per example grew with the examples before it and a long run took quadratic
+    time (1000 examples: most of the time was spent in gc.collect()). Objects an example
+    makes are younger than the freeze and are collected as before."""
+    gc.collect()
+    gc.freeze()
+
+
 def run(test):
-    """Run a @given test with the fuzz settings (and IB_FUZZ_SEED if set)."""
+    """Run a @given test with the fuzz settings (and IB_FUZZ_SEED if set), each example
+    outside hypothesis' heap (outside_hypothesis_heap)."""
+    import functools
+
     from hypothesis import seed
+    inner = test.hypothesis.inner_test
+
+    @functools.wraps(inner)
+    def example(*args, **kwargs):
+        outside_hypothesis_heap()
+        return inner(*args, **kwargs)
+
+    test.hypothesis.inner_test = example
     if SEED is not None:
         test = seed(int(SEED))(test)
     fuzz_settings()(test)()
@@ -71,7 +105,7 @@ NATIVE = {"B": np.uint8, "b": np.int8, "h": np.int16, "i": np.intc, "q": np.int6
 # Python subclasses
 # =============================================================================================
 
-@isolated
+@isolated(timeout=FUZZ_TIMEOUT)
 def test_fuzz_python_subclasses_are_refused():
     from hypothesis import given
     from hypothesis import strategies as st
@@ -119,7 +153,7 @@ def test_fuzz_python_subclasses_are_refused():
 # request flags: every combination, every exporter, CPython's answers as the oracle
 # =============================================================================================
 
-@isolated
+@isolated(timeout=FUZZ_TIMEOUT)
 def test_fuzz_request_flags_against_cpython():
     from hypothesis import given
     from hypothesis import strategies as st
@@ -180,7 +214,7 @@ def _index(start, step, n):
     return slice(start, stop if stop >= 0 else None, step)
 
 
-@isolated
+@isolated(timeout=FUZZ_TIMEOUT)
 def test_fuzz_overlapping_copies_match_numpy():
     from hypothesis import given
     from hypothesis import strategies as st
@@ -258,7 +292,7 @@ def test_fuzz_overlapping_copies_match_numpy():
 # foreign layouts: the hand-made exporter with indirect dimensions, NULLs and lies
 # =============================================================================================
 
-@isolated
+@isolated(timeout=FUZZ_TIMEOUT)
 def test_fuzz_foreign_layouts(exporter_dir):
     from hypothesis import given
     from hypothesis import strategies as st
@@ -348,7 +382,7 @@ def test_fuzz_foreign_layouts(exporter_dir):
 # _testbuffer exporters with every flag
 # =============================================================================================
 
-@isolated
+@isolated(timeout=FUZZ_TIMEOUT)
 def test_fuzz_testbuffer_exporters():
     import _testbuffer as tb
     from hypothesis import given
@@ -465,7 +499,7 @@ def _nd_view(base, order, index):
     return base.transpose(np.argsort(order))[index]
 
 
-@isolated
+@isolated(timeout=FUZZ_TIMEOUT)
 def test_fuzz_nd_memory_and_copies_match_numpy():
     """Random N-D layouts (2 to 5 dimensions, any indirect dimensions, sizes 0 to 3, every
     native element size) built by every constructor, copied to and from each other, NumPy
@@ -610,7 +644,9 @@ def test_fuzz_nd_memory_and_copies_match_numpy():
                 try:
                     dv = m.direct_view()
                 except BufferError as exc:
-                    assert "not back to back" in str(exc)
+                    # lent memory (from_ctype_ptr without a nanny) has no direct view at all
+                    assert "not back to back" in str(exc) or (
+                        m.lent and "lent" in str(exc)), str(exc)
                 else:
                     assert dv.tolist() == a.tolist()
                     dv.release()
@@ -671,7 +707,7 @@ def content(obj):
 
 
 @pytest.mark.skipif(not PEP688, reason="__buffer__ in Python classes needs 3.12")
-@isolated
+@isolated(timeout=FUZZ_TIMEOUT)
 def test_fuzz_pep688_exporters_that_lie_or_reenter():
     from hypothesis import given
     from hypothesis import strategies as st
@@ -984,7 +1020,8 @@ def _expected(name, arr):
         return arr.reshape(1, -1) if arr.ndim == 1 else \
             arr.reshape(arr.shape[0], math.prod(arr.shape[1:]))
     if name == "view_from_columns":
-        return arr.reshape(-1, 1) if arr.ndim == 1 else arr.T
+        # a 1-D buffer is one column: its view is one row, like arr.reshape(-1, 1).T
+        return arr.reshape(1, -1) if arr.ndim == 1 else arr.T
     if name == "collection":
         return a2.reshape(a2.shape[0], math.prod(a2.shape[1:]))
     if name in ("view_from_array", "as_indirect_indirect"):
@@ -994,7 +1031,7 @@ def _expected(name, arr):
     return None
 
 
-@isolated
+@isolated(timeout=FUZZ_TIMEOUT)
 def test_fuzz_exporters_get_back_the_buffer_they_filled(checking_dir):
     """Issue 21, class 1: every constructor that acquires a foreign buffer gives it back
     exactly as the exporter filled it (all fields and the arrays they point to), whether it
@@ -1089,7 +1126,7 @@ def _same_result(a, b):
         x.to_numpy().tobytes() == y.to_numpy().tobytes()
 
 
-@isolated
+@isolated(timeout=FUZZ_TIMEOUT)
 def test_fuzz_one_shot_iterables_read_once():
     """Issue 21, class 2: every sequence-typed argument (shape, indirect, offsets, rows) given
     as a one-shot iterable (iter, generator, map) gives what the list gives: each argument is
@@ -1156,7 +1193,7 @@ BOUNDARY_INTS = [-(2 ** 64), -(2 ** 63) - 1, -(2 ** 63), -(2 ** 62), -(2 ** 31),
                  0, 1, 2, 3, 8, 2 ** 31, 2 ** 62, 2 ** 63 - 1, 2 ** 63, 2 ** 64]
 
 
-@isolated
+@isolated(timeout=FUZZ_TIMEOUT)
 def test_fuzz_negative_and_boundary_integers():
     """Issue 21, class 3: negative and boundary values for every integer argument of every
     public entry point raise ValueError/TypeError/MemoryError/OverflowError/BufferError --
@@ -1171,9 +1208,23 @@ def test_fuzz_negative_and_boundary_integers():
     def small(n):  # sizes a successful call may have been asked for here
         return 0 <= n <= 8
 
+    def accepted(*sizes):  # a shape a successful call may have been asked for here
+        return all(small(n) for n in sizes) or min(sizes) == 0
+
+    def huge(table, *sizes):
+        """A real allocation of more than 64 MiB that could succeed (2**31 rows of 8 doubles:
+        the test would be killed for memory before the library could answer): skipped.
+        Sizes whose bytes overflow are kept: those must be refused."""
+        if min(sizes) < 0:
+            return False
+        need = table * 8 + math.prod(sizes) * 8
+        return 2 ** 26 < need < 2 ** 62
+
     def ctypes_table():
+        # 2 entries (a ctypes array: the library knows its length), each row 8 doubles long
+        # (a POINTER row's length is the caller's word: room for every small size drawn)
         P = ctypes.POINTER(ctypes.c_double)
-        rows = [(ctypes.c_double * 3)(*range(3)) for _ in range(2)]
+        rows = [(ctypes.c_double * 8)(*range(8)) for _ in range(2)]
         return (P * 2)(*[ctypes.cast(r, P) for r in rows])
 
     @given(route=st.sampled_from(["create2d", "create_nd", "from_address2d", "from_address_nd",
@@ -1184,33 +1235,57 @@ def test_fuzz_negative_and_boundary_integers():
            seed=st.integers(0, 2 ** 16))
     def check(route, x, y, z, fmt, seed):
         dtype = np.dtype(NATIVE[fmt])
-        a = np.random.default_rng(seed).integers(0, 100, (2, 3)).astype(dtype)
+        # 8 x 8: a size or offset given to from_address is the caller's word (the library
+        # cannot know how long the table is): room for every small size drawn, so that an
+        # accepted one never makes the library read past the structure.
+        a = np.random.default_rng(seed).integers(0, 100, (8, 8)).astype(dtype)
         s = Structure(a, (0,), offsets=[8])
         try:
             if route == "create2d":
+                if huge(max(x, 0), x, y):
+                    return
                 m = IndirectMemory2D.create_memory(x, y, fmt)
-                assert small(x) and small(y) and m.shape == (x, y), (x, y)
+                # empty memory of a huge size (0 x 2**31) is memory all the same
+                assert accepted(x, y) and m.shape == (x, y), (x, y)
                 assert m.to_numpy().tobytes() == bytes(x * y * m.itemsize)
             elif route == "create_nd":
+                if huge(max(x, 0) * (1 + max(y, 0)), x, y, 2):
+                    return
                 m = IndirectMemory.create_memory((x, y, 2), fmt, indirect=(0, 1))
-                assert small(x) and small(y) and m.shape == (x, y, 2), (x, y)
-            elif route == "from_address2d":
-                m = IndirectMemory2D.from_address(s.address, x, y, fmt, row_offset=z,
-                                                  memory_nanny=s)
-                assert 0 <= x <= 2 and 0 <= y <= 3 and z == 8, (x, y, z)
-                assert m.to_numpy().tolist() == a[:x, :y].tolist()
-            elif route == "from_address_nd":
-                m = IndirectMemory.from_address(s.address, (x, y), fmt, indirect=(0,),
-                                                offsets=(z,), memory_nanny=s)
-                assert 0 <= x <= 2 and 0 <= y <= 3 and z == 8, (x, y, z)
-                assert m.to_numpy().tolist() == a[:x, :y].tolist()
+                assert accepted(x, y) and m.shape == (x, y, 2), (x, y)
+            elif route in ("from_address2d", "from_address_nd"):
+                # Sizes and offset are the caller's word here (no library can know how far a
+                # structure at an address extends): success needs them non-negative and
+                # representable, and only the true ones (within 8 x 8, offset 8) are read.
+                # The library checks each row pointer for NULL: more rows than the table has
+                # (but not so many that their bytes overflow) would make it read past it.
+                if 8 < x and x * 8 < 2 ** 62:
+                    return
+                if route == "from_address2d":
+                    m = IndirectMemory2D.from_address(s.address, x, y, fmt, row_offset=z,
+                                                      memory_nanny=s)
+                else:
+                    m = IndirectMemory.from_address(s.address, (x, y), fmt, indirect=(0,),
+                                                    offsets=(z,), memory_nanny=s)
+                assert all(0 <= n < 2 ** 63 for n in (x, y, z)), (x, y, z)
+                assert x * y * dtype.itemsize < 2 ** 63, (x, y)
+                assert m.shape == (x, y)
+                if z == 8 and small(x) and small(y):
+                    assert m.to_numpy().tolist() == a[:x, :y].tolist()
             elif route == "from_ctype_ptr2d":
                 m = IndirectMemory2D.from_ctype_ptr(ctypes_table(), x, y, row_offset=z)
-                assert 0 <= x <= 2 and 0 <= y <= 3 and z == 0, (x, y, z)
-                assert m.to_numpy().tolist() == [[0.0, 1.0, 2.0][:y]] * x
+                # the table's length is known (2), a row's length and offset are the
+                # caller's word: read only the true ones
+                assert 0 <= x <= 2 and 0 <= y < 2 ** 63 and 0 <= z < 2 ** 63, (x, y, z)
+                assert x * y * 8 < 2 ** 63, (x, y)
+                assert m.shape == (x, y)
+                if z == 0 and small(y):
+                    assert m.to_numpy().tolist() == [list(map(float, range(8)))[:y]] * x
             elif route == "from_ctype_ptr_nd":
                 m = IndirectMemory.from_ctype_ptr(ctypes_table(), (x, y), offsets=(z,))
-                assert 0 <= x <= 2 and 0 <= y <= 3 and z == 0, (x, y, z)
+                assert 0 <= x <= 2 and 0 <= y < 2 ** 63 and 0 <= z < 2 ** 63, (x, y, z)
+                assert x * y * 8 < 2 ** 63, (x, y)
+                assert m.shape == (x, y)
             elif route == "pinned2d":
                 m = IndirectMemory2D.from_address(s.address, 2, 3, fmt, row_offset=8,
                                                   memory_nanny=s)
@@ -1305,6 +1380,7 @@ class Entry:
         self.model = model          # bytes rows x row_bytes (np.uint8), None if unknown
         self.itemsize = itemsize
         self.readonly = readonly
+        self.lent = obj.lent        # no memory_nanny: release() revokes the loan, even exported
         self.views = []
         self.pins = []
 
@@ -1336,12 +1412,6 @@ def _rows_of(model, itemsize, fmt, how, action, pick):
     return rows
 
 
-# The state machine's child gets time in proportion to the programs asked for: measured
-# about 0.06 s per example on 2 cores (IB_FUZZ_EXAMPLES=1000: about a minute), AddressSanitizer
-# 2-3 times that; 1 s per example leaves room for a loaded machine.
-STATE_MACHINE_TIMEOUT = max(900, EXAMPLES * (3 if os.environ.get("IB_SANITIZE") else 1))
-
-
 @isolated(timeout=STATE_MACHINE_TIMEOUT)
 def test_fuzz_state_machine():
     import _testbuffer as tb
@@ -1354,12 +1424,11 @@ def test_fuzz_state_machine():
     class Machine(RuleBasedStateMachine):
         def __init__(self):
             super().__init__()
-            # Everything alive now (hypothesis' record of the examples so far, mostly) is
+            # Everything alive now (hypothesis' record of the programs so far, mostly) is
             # left out of the many gc.collect() calls below: without this each collection
-            # scans a heap that grows with every example, and a long run slows down
+            # scans a heap that grows with every program, and a long run slows down
             # quadratically (400 examples took 51 s, 1000 took 466 s on 2 busy cores).
-            gc.collect()
-            gc.freeze()
+            outside_hypothesis_heap()
             VICTIMS.clear()
             REINITIALISED.clear()
             self.entries = []
@@ -1550,6 +1619,19 @@ def test_fuzz_state_machine():
             changes = released or op == "release" or (
                 op == "make_read_only" and not e.obj.readonly) or (
                 op == "reinterpret" and e.obj.format != "B")
+            if op == "release" and e.lent:
+                # Lent memory: release() revokes the loan even while exported (views read a
+                # snapshot from then on: `consistent` checks them), and raises BufferError
+                # after revoking if a pin may still be using the lent memory (again, or not,
+                # once revoked).
+                try:
+                    e.obj.release()
+                except BufferError:
+                    assert e.pins, "lent memory: release() refused without a pin"
+                else:
+                    assert not e.pins or released, "lent memory: release() while pinned"
+                assert e.obj.released
+                return
             try:
                 if op == "release":
                     e.obj.release()
@@ -1649,8 +1731,18 @@ def test_fuzz_state_machine():
                 if id(obj) in REINITIALISED:
                     e.model = None
                 if obj.released:
-                    assert obj.export_count == 0 and not e.views and not e.pins
                     _hostile.expect(ValueError, lambda: obj.shape, match="released")
+                    if e.lent:
+                        # a revoked loan: the views and pins still out are still counted,
+                        # and the views read the snapshot taken at revocation
+                        assert obj.export_count == len(e.views) + len(e.pins), \
+                            (obj.export_count, len(e.views), len(e.pins))
+                        for v in e.views:
+                            if e.model is not None and isinstance(v, memoryview) and \
+                                    v.format in NATIVE:
+                                assert v.tobytes() == e.model.tobytes()
+                        continue
+                    assert obj.export_count == 0 and not e.views and not e.pins
                     continue
                 assert obj.export_count == len(e.views) + len(e.pins), \
                     (obj.export_count, len(e.views), len(e.pins))
