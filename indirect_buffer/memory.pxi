@@ -262,6 +262,7 @@ cdef class IndirectMemory:
         dimension (default 0). Tables are C-contiguous arrays of pointers, blocks
         C-contiguous. memory_nanny (and a pointer object) is kept alive; every pointer is
         checked for NULL now, but that the structure is valid is the caller's promise.
+        Without a memory_nanny the memory is lent: release() revokes the loan.
         """
         cdef Py_ssize_t shp[IB_MAX_NDIM]
         cdef Py_ssize_t offs[IB_MAX_NDIM]
@@ -284,6 +285,7 @@ cdef class IndirectMemory:
         """Wrap a ctypes pointer structure: an array of POINTER(POINTER(T)) or a
         POINTER(POINTER(POINTER(T))) for a T*** (one pointer level per POINTER), over
         `shape`; the tables are its first dimensions. ptr (and memory_nanny) is kept alive.
+        Without a memory_nanny the memory is lent: release() revokes the loan.
         """
         cdef Py_ssize_t shp[IB_MAX_NDIM]
         cdef Py_ssize_t offs[IB_MAX_NDIM]

@@ -104,7 +104,8 @@ cdef class IndirectMemory2D(IndirectMemory):
         """Wrap a ctypes table of pointers: an array of POINTER(T), or a POINTER(POINTER(T)).
 
         The element format comes from ctypes; ptr (or memory_nanny, if given) is kept alive
-        as long as the wrapper and its views live.
+        as long as the wrapper and its views live. Without a memory_nanny the memory is lent:
+        release() revokes the loan (see release()).
         """
         _check_dims(rows, cols)
         ro = bool(readonly)
@@ -126,7 +127,8 @@ cdef class IndirectMemory2D(IndirectMemory):
 
         address: an int (or anything with __index__, e.g. a NumPy integer), a ctypes pointer
         or c_void_p, or a cffi pointer or array cdata. Nothing can check that `address`
-        really holds `rows` valid row pointers: that is the caller's promise.
+        really holds `rows` valid row pointers: that is the caller's promise. Without a
+        memory_nanny the memory is lent: release() revokes the loan (see release()).
         """
         ro = bool(readonly)
         lent = memory_nanny is None

@@ -241,7 +241,10 @@ static inline PyObject *ib_wrap(void **table, Py_ssize_t rows, Py_ssize_t cols,
 
 /* Like ib_wrap, but frees nothing: owner (NULL or None for nothing) is kept alive as long as
  * the wrapper and its views live; whatever keeps the table valid must be owner or outlive
- * them. On failure nothing is freed. */
+ * them. Without an owner the memory is lent (1.1): it is valid until ib_release(), which
+ * the caller makes before the table stops being valid (views Python code kept then read a
+ * snapshot); the wrapper exports its own copy of the row pointers. On failure
+ * nothing is freed. */
 static inline PyObject *ib_wrap_borrowed(void **table, Py_ssize_t rows, Py_ssize_t cols,
                                          const char *format, int readonly,
                                          Py_ssize_t row_offset, PyObject *owner)
