@@ -108,7 +108,7 @@ cdef int _acquire_rows(BufferCollection2D self, _HeldBuffers held, Py_ssize_t co
                               "to read C-contiguous buffers as flat rows)")
         if not _is_c_contiguous(view):
             raise BufferError(f"row {i} is not C-contiguous")
-        _forget_lent_geometry(view)  # used up
+        _forget_borrowed_geometry(view)  # used up
         row_c = _format_of(view)
         count = view.len // view.itemsize
         if expected_c == NULL:

@@ -191,7 +191,7 @@ cdef int _learn_descr(object obj, const Py_buffer* view) except -1:
     return 0
 
 
-cdef inline void _forget_lent_geometry(Py_buffer* view) noexcept:
+cdef inline void _forget_borrowed_geometry(Py_buffer* view) noexcept:
     """Once a held buffer's shape and strides have been read: drop them if they point into an
     array read directly (they are valid only until Python code runs). A buffer from
     PyObject_GetBuffer is left exactly as its exporter filled it: its release may read it."""

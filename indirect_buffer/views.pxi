@@ -88,7 +88,12 @@ cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint column
                           f"{elem_stride}, itemsize {view.itemsize}")
     # The exporter vouches for format and itemsize (NumPy's 'Zd' is not a struct format).
     fmt = _format_bytes(view.format)
-    _forget_lent_geometry(view)  # used up
+    _forget_borrowed_geometry(view)  # used up
+    # Row pointers read out of lent memory's table would outlive the loan (see lending.pxi).
+    if line_sub >= 0 and _in_lent_table(view.buf):
+        raise BufferError(f"cannot view the rows of lent memory through "
+                          f"{type(source).__name__}: the view would keep pointing into it past "
+                          "the loan; use the memory itself, or copy() it")
     cdef IndirectMemory2D self = IndirectMemory2D.__new__(IndirectMemory2D)
     # Freed by self (also if anything below fails); the data belongs to source (held).
     cdef void** table = <void**>malloc((lines if lines > 0 else 1) * sizeof(void*))
@@ -96,10 +101,6 @@ cdef IndirectMemory2D _view_from_lines(object source, bint readonly, bint column
     if table == NULL:
         raise MemoryError(f"cannot allocate a table of {lines} row pointers")
     cdef Py_ssize_t i
-    if line_sub >= 0 and _in_lent_table(view.buf):
-        raise BufferError(f"cannot view the rows of lent memory through "
-                          f"{type(source).__name__}: the view would keep pointing into it past "
-                          "the loan; use the memory itself, or copy() it")
     cdef char* base = <char*>view.buf
     cdef char* p
     for i in range(lines):
@@ -147,7 +148,7 @@ cdef IndirectMemory _view_nd(object source, tuple indirect, bint readonly):
         src_strides[ndim - 1] = view.itemsize
         for d in range(ndim - 2, -1, -1):
             src_strides[d] = src_strides[d + 1] * shape[d + 1]
-    _forget_lent_geometry(view)
+    _forget_borrowed_geometry(view)
     if not readonly and view.readonly:
         raise BufferError(f"cannot make a writable view of read-only {type(source).__name__}; "
                           "pass readonly=True")
