@@ -248,6 +248,26 @@ def workload(np, _testbuffer, helper, iterations):
                (ctypes.POINTER(ctypes.c_double) * 2)(), 2, 1)
         expect(TypeError, IndirectMemory2D.from_ctype_ptr, (ctypes.c_double * 3)(), 1, 3)
 
+        # -- lent memory (no nanny): revoked with views out (a snapshot), while pinned, and
+        #    N-D with offsets -----------------------------------------------------------------
+        m = IndirectMemory2D.from_address(ctypes.addressof(table), 3, 4, "d")
+        v = memoryview(m)
+        m.release()  # revoked: v reads a snapshot that m owns until v goes
+        assert v[2, 3] == 11.0
+        del v, m
+        m = IndirectMemory2D.from_ctype_ptr(table, 3, 4)
+        v = memoryview(m)
+        with m.pinned("d"):
+            expect(BufferError, m.release)  # revoked all the same, and says the pin is held
+        m.release()
+        del v, m
+        t3 = IndirectMemory.create_memory((2, 3, 4), "d", indirect=(0, 1))
+        m = IndirectMemory.from_address(t3.address, (2, 3, 4), "d")
+        v = memoryview(m)
+        m.release()
+        assert v.tolist() == t3.to_numpy().tolist()
+        del v, m, t3
+
         # -- raw addresses with a Python nanny ------------------------------------------------
         m = IndirectMemory2D.from_address(ctypes.addressof(table), 3, 4, "d",
                                           memory_nanny=PyNanny(table))
