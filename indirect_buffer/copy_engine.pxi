@@ -454,8 +454,8 @@ cdef int _copy_between(object src, object dst, bint cast) except -1:
     for obj in (src, dst):
         if isinstance(obj, IndirectMemory):
             (<IndirectMemory>obj)._check_alive()
-    # Lent memory is pinned for the copy, which may run without the GIL: its loan cannot be
-    # revoked (and the lender free it) under the copy.
+    # Lent memory is pinned for the copy: Python code run while the buffers are acquired
+    # (another side's __buffer__) cannot revoke its loan unnoticed.
     cdef IndirectMemory lent_src = _pin_if_lent(src)
     cdef IndirectMemory lent_dst
     try:
@@ -469,6 +469,10 @@ cdef int _copy_between(object src, object dst, bint cast) except -1:
         if lent_src is not None:
             lent_src.unpin()
     return 0
+
+
+cdef bint _reads_lent_table(const Py_buffer* view):
+    return _is_indirect(view) and _in_lent_table(view.buf)
 
 
 cdef IndirectMemory _pin_if_lent(object obj):
@@ -498,7 +502,11 @@ cdef int _copy_acquired(object src, object dst, bint cast) except -1:
             _c_strides(&s2, sstrides)
             _c_strides(&d2, dstrides)
             _check_copy_compatible(&s2, &d2, cast)
-            _copy_buffers(&s2, &d2, _trusted(src), _trusted(dst))
+            # A side that reads lent memory's table (also through a memoryview of it) is copied
+            # with the GIL held: its loan cannot be revoked, nor its snapshot half-taken, under
+            # the copy (see lending.pxi).
+            _copy_buffers(&s2, &d2, _trusted(src), _trusted(dst),
+                          _reads_lent_table(&s2) or _reads_lent_table(&d2))
         finally:
             PyBuffer_Release(&dview)
     finally:
