@@ -2002,69 +2002,28 @@ def test_release_keeps_raising_while_pinned_until_the_pins_end(kind, views):
 
 COPY_RACE_CHILD = """
     import threading, time
-    ROWS, COLS = 16, 1 << 16  # 16 rows of 512 KiB: copies large enough to leave the GIL
     libc.memset.restype = ctypes.c_void_p
     libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
     torn = []
-    for rnd in range(12):
-        rows = [libc.malloc(COLS * 8) for _ in range(ROWS)]
-        for r in rows:
-            libc.memset(r, 0x11, COLS * 8)  # every byte 0x11: no element is ever zero
-        table = (ctypes.c_void_p * ROWS)(*rows)
-        mem = IndirectMemory.from_address(ctypes.addressof(table), (ROWS, COLS), "d",
-                                          indirect=(0,))
-        mv = memoryview(mem)  # the readers copy from the view, not from mem itself
-        stop = threading.Event()
 
-        def reader():
-            out = IndirectMemory.create_memory((ROWS, COLS), "d")
-            while not stop.is_set():
-                out.copy_from(mv)
-                if (out.to_numpy() == 0).any():
-                    torn.append(rnd)
+    def block(blocks, n):
+        p = libc.malloc(n)
+        libc.memset(p, 0x11, n)  # every byte 0x11: no element is ever zero
+        blocks.append(p)
+        return p
 
-        threads = [threading.Thread(target=reader) for _ in range(3)]
-        for t in threads:
-            t.start()
-        time.sleep(0.01)
-        assert mem.release() is None
-        for r in rows:
-            libc.memset(r, 0, COLS * 8)  # the lender scribbles and frees at once
-            libc.free(r)
-        time.sleep(0.01)
-        stop.set()
-        for t in threads:
-            t.join()
-    assert not torn, f"copies read a half-taken snapshot or the freed lender in rounds {torn}"
-
-    # A T*** (under ASan: a copy that kept walking the lender's freed second-level table).
-    P, R, C = 2, 8192, 32
-    for rnd in range(8):
-        blocks = []
-
-        def block(n):
-            p = libc.malloc(n)
-            libc.memset(p, 0x11, n)
-            blocks.append(p)
-            return p
-
-        root = block(P * 8)
-        for i in range(P):
-            level = block(R * 8)
-            ctypes.c_void_p.from_address(root + 8 * i).value = level
-            data = block(R * C * 8)
-            for j in range(R):
-                ctypes.c_void_p.from_address(level + 8 * j).value = data + j * C * 8
-        mem = IndirectMemory.from_address(root, (P, R, C), "d")
+    def race(rnd, mem, shape, blocks):
+        # Readers copy from a view (not from mem itself) while mem is revoked and the lender
+        # zeroes and frees its blocks at once.
         mv = memoryview(mem)
         stop = threading.Event()
 
         def reader():
-            out = IndirectMemory.create_memory((P, R, C), "d")
+            out = IndirectMemory.create_memory(shape, "d")
             while not stop.is_set():
                 out.copy_from(mv)
                 if (out.to_numpy() == 0).any():
-                    torn.append(rnd)
+                    torn.append((shape, rnd))
 
         threads = [threading.Thread(target=reader) for _ in range(3)]
         for t in threads:
@@ -2074,11 +2033,33 @@ COPY_RACE_CHILD = """
         for b in blocks:
             libc.memset(b, 0, 8)
             libc.free(b)
-        time.sleep(0.005)
+        time.sleep(0.01)
         stop.set()
         for t in threads:
             t.join()
-    assert not torn, f"T*** copies read a half-taken snapshot in rounds {torn}"
+
+    # A T** of 16 rows of 512 KiB: copies large enough to leave the GIL.
+    ROWS, COLS = 16, 1 << 16
+    for rnd in range(12):
+        blocks = []
+        table = (ctypes.c_void_p * ROWS)(*[block(blocks, COLS * 8) for _ in range(ROWS)])
+        mem = IndirectMemory.from_address(ctypes.addressof(table), (ROWS, COLS), "d",
+                                          indirect=(0,))
+        race(rnd, mem, (ROWS, COLS), blocks)
+
+    # A T*** (under ASan: a copy that kept walking the lender's freed second-level table).
+    P, R, C = 2, 8192, 32
+    for rnd in range(8):
+        blocks = []
+        root = block(blocks, P * 8)
+        for i in range(P):
+            level = block(blocks, R * 8)
+            ctypes.c_void_p.from_address(root + 8 * i).value = level
+            data = block(blocks, R * C * 8)
+            for j in range(R):
+                ctypes.c_void_p.from_address(level + 8 * j).value = data + j * C * 8
+        race(rnd, IndirectMemory.from_address(root, (P, R, C), "d"), (P, R, C), blocks)
+    assert not torn, f"copies read a half-taken snapshot or the freed lender: {torn}"
     print("ok")
 """
 
