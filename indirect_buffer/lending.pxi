@@ -35,6 +35,17 @@ cdef Py_ssize_t _root_slots(int ndim, const Py_ssize_t* shape, const Py_ssize_t*
     return n
 
 
+cdef void _root_slot_shape(IndirectMemory mem, Py_ssize_t* shape) noexcept:
+    """mem's shape with the root dimensions (up to the first indirect one) of size 1: the
+    layout below one root slot."""
+    cdef int d
+    cdef bint root = True
+    for d in range(mem.ndim_):
+        shape[d] = 1 if root else mem.shape_[d]
+        if mem.suboffsets_[d] >= 0:
+            root = False
+
+
 cdef int _lend(IndirectMemory mem) except -1:
     """Make freshly wrapped memory lent: export a copy of the lender's root table."""
     cdef Py_ssize_t n = _root_slots(mem.ndim_, mem.shape_, mem.suboffsets_)
@@ -140,7 +151,7 @@ cdef int _revoke(IndirectMemory mem) except -1:
     if snap is not None:
         _offset_slots(<char*>(<IndirectMemory>snap).owned_table, mem.ndim_,
                       (<IndirectMemory>snap).shape_, mask, mem.suboffsets_)
-        _point_root_at(mem, <IndirectMemory>snap)
+        _point_root_at(mem, <IndirectMemory>snap, n)
     else:
         # Not even that: NULL rows, which crash a consumer rather than read freed memory.
         memset(mem.owned_table, 0, n * sizeof(void*))
@@ -182,12 +193,7 @@ cdef void _copy_slot_by_slot(IndirectMemory mem, Py_buffer* src, Py_buffer* dst,
     cdef Py_buffer s = src[0]
     cdef Py_buffer d = dst[0]
     cdef Py_ssize_t i
-    cdef int k
-    cdef bint root = True
-    for k in range(mem.ndim_):
-        shape[k] = 1 if root else mem.shape_[k]  # one root slot: C order, sizeof(void*) apart
-        if mem.suboffsets_[k] >= 0:
-            root = False
+    _root_slot_shape(mem, shape)  # root slots lie in C order, sizeof(void*) apart
     s.shape = d.shape = shape
     for i in range(n):
         s.buf = <char*>src.buf + i * sizeof(void*)
@@ -210,26 +216,26 @@ cdef int _check_no_pin(IndirectMemory mem) except -1:
 
 cdef bint _same_geometry(IndirectMemory mem, IndirectMemory snap, bint whole):
     """snap still has mem's layout (whole: also its shape; else that below one root slot)."""
+    cdef Py_ssize_t shape[IB_MAX_NDIM]
     cdef int d
-    cdef bint root = True
     if snap.ndim_ != mem.ndim_ or snap.itemsize_ != mem.itemsize_:
         return False
+    if whole:
+        memcpy(shape, mem.shape_, sizeof(shape))
+    else:
+        _root_slot_shape(mem, shape)
     for d in range(mem.ndim_):
-        if (snap.suboffsets_[d] >= 0) != (mem.suboffsets_[d] >= 0) or (
-                snap.shape_[d] != mem.shape_[d] and (whole or not root)):
+        if (snap.suboffsets_[d] >= 0) != (mem.suboffsets_[d] >= 0) or \
+                snap.shape_[d] != shape[d]:
             return False
-        if mem.suboffsets_[d] >= 0:
-            root = False
     return True
 
 
-cdef void _point_root_at(IndirectMemory mem, IndirectMemory snap) noexcept:
+cdef void _point_root_at(IndirectMemory mem, IndirectMemory snap, Py_ssize_t n) noexcept:
     """Copy the snapshot's root slots (already moved back by the lender's offsets) into the
-    exported root table; a snapshot of one root slot serves them all."""
-    cdef Py_ssize_t n = _root_slots(mem.ndim_, mem.shape_, mem.suboffsets_)
-    cdef Py_ssize_t m = _root_slots(snap.ndim_, snap.shape_, snap.suboffsets_)
+    n slots of the exported root table; a snapshot of one root slot serves them all."""
     cdef Py_ssize_t i
-    if m == n:
+    if _root_slots(snap.ndim_, snap.shape_, snap.suboffsets_) == n:
         memcpy(mem.owned_table, snap.owned_table, n * sizeof(void*))
     else:
         for i in range(n):
@@ -240,12 +246,7 @@ cdef object _zeros_for_every_root_slot(IndirectMemory mem, unsigned int mask):
     """Zeroed memory of the layout below one root slot (the root dimensions of size 1), or
     None if even that cannot be had."""
     cdef Py_ssize_t shape[IB_MAX_NDIM]
-    cdef int d
-    cdef bint root = True
-    for d in range(mem.ndim_):
-        shape[d] = 1 if root else mem.shape_[d]
-        if mem.suboffsets_[d] >= 0:
-            root = False
+    _root_slot_shape(mem, shape)
     try:
         return _new_owned_nd(mem.ndim_, shape, mem.format_, mem.itemsize_, mask, False)
     except MemoryError:
