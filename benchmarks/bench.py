@@ -67,6 +67,11 @@ ROUNDTRIP_SHAPE_SETS = {
     "small": [(10, 10), (50, 8)],
 }
 SMALL_CALL_SHAPE = (10, 10)
+# Converting copies: a small call, an audio block (channels x samples) and a large matrix.
+CONVERT_SHAPE_SETS = {
+    "default": [(10, 10), (6, 4096), (1_000, 1_000)],
+    "small": [(10, 10), (6, 300)],
+}
 SCALING_ROWS = {
     "default": [10**3, 10**4, 10**5, 10**6],
     "small": [10, 100, 1000],
@@ -88,6 +93,8 @@ TARGETS = {
     "roundtrip_as_indirect": {(10, 10): 1.2, None: 1.05},
     "pinned": 1.5,
     "lend": 1.3,
+    "convert_f64_f32": 1.1,
+    "convert_i16_i32": 1.1,
 }
 PEERS = {
     "view_from_rows": "numpy uintp pointer table (a.ctypes.data + arange(n)*strides[0])",
@@ -104,6 +111,8 @@ PEERS = {
     "roundtrip_as_indirect": "as for roundtrip_view_from_rows",
     "pinned": "m = memoryview(mem); m.release()",
     "lend": "the same table wrapped with a memory_nanny (not lent: no root copy), then released",
+    "convert_f64_f32": "numpy.copyto(dst, src, casting='same_kind') into a float32 array",
+    "convert_i16_i32": "numpy.copyto(dst, src, casting='same_kind') into an int32 array",
 }
 OURS = {
     "roundtrip_view_from_rows": "Cython: mem = IndirectMemory2D.view_from_rows(a); "
@@ -113,6 +122,9 @@ OURS = {
     "pinned": 'with mem.pinned("d", writable=True) as address: pass',
     "lend": 'with IndirectMemory2D.from_address(table, r, c, "d") as m: pass (lent: the root '
             'table copied, revoked on exit with no view out: no snapshot)',
+    "convert_f64_f32": "mem.copy_from(src): a float64 NumPy array into a float32 "
+                       "IndirectMemory2D (owned T**), converted in one pass",
+    "convert_i16_i32": "mem.copy_from(src): an int16 NumPy array into an int32 IndirectMemory2D",
 }
 # Linear in rows: the per-row cost at the largest size is within LINEAR_TOLERANCE x our lowest
 # per-row cost, or grows at most PEER_GROWTH_SLACK x as much as the peer's (64 MB matrices fall
@@ -511,6 +523,29 @@ def op_lend(rows, cols):
     return ours, peer
 
 
+def _convert(rows, cols, src_dtype, dst_format):
+    src = (_matrix(rows, cols) * 10).astype(src_dtype)
+    mem = IndirectMemory2D.create_memory(rows, cols, dst_format)
+    dst = np.zeros((rows, cols), dtype=np.dtype(dst_format))
+    copyto = np.copyto
+
+    def ours():
+        mem.copy_from(src)
+
+    def peer():
+        copyto(dst, src, casting="same_kind")
+
+    return ours, peer
+
+
+def op_convert_f64_f32(rows, cols):
+    return _convert(rows, cols, np.float64, "f")
+
+
+def op_convert_i16_i32(rows, cols):
+    return _convert(rows, cols, np.int16, "i")
+
+
 OPERATIONS = {
     "view_from_rows": op_view_from_rows,
     "BufferCollection2D": op_buffer_collection,
@@ -530,7 +565,12 @@ SMALL_CALL_OPERATIONS = {
     "pinned": op_pinned,
     "lend": op_lend,
 }
-BUILDERS = {**OPERATIONS, **ROUNDTRIP_OPERATIONS, **SMALL_CALL_OPERATIONS}
+CONVERT_OPERATIONS = {
+    "convert_f64_f32": op_convert_f64_f32,
+    "convert_i16_i32": op_convert_i16_i32,
+}
+BUILDERS = {**OPERATIONS, **ROUNDTRIP_OPERATIONS, **SMALL_CALL_OPERATIONS,
+            **CONVERT_OPERATIONS}
 
 
 def sections(shape_set):
@@ -544,6 +584,9 @@ def sections(shape_set):
           for r, c in ROUNDTRIP_SHAPE_SETS[shape_set]]),
         ("== small calls (ours / peer; best of {rounds} rounds)",
          [(name, *SMALL_CALL_SHAPE) for name in SMALL_CALL_OPERATIONS]),
+        ("== converting copies (ours / peer; best of {rounds} rounds)",
+         [(name, r, c) for name in CONVERT_OPERATIONS
+          for r, c in CONVERT_SHAPE_SETS[shape_set]]),
     ]
 
 

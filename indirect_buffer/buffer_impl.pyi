@@ -6,7 +6,7 @@ import sys
 from types import TracebackType
 from typing import Any, Dict, Optional, Sequence, Tuple, Type, TypeVar, Union, overload
 
-from typing_extensions import disjoint_base, final
+from typing_extensions import Literal, disjoint_base, final
 
 # A struct format string for one element, as str or ASCII bytes.
 _Format = Union[str, bytes]
@@ -23,6 +23,9 @@ __test__: Dict[str, str]
 # have subclasses in C (IndirectMemory2D, BufferCollection2D), so they are not @final here
 # (see tests/stubtest_allowlist.txt); their instances have their own memory layout, so no
 # class can derive from them and another such type (@disjoint_base).
+
+# NumPy's casting rules, for converting copies.
+_Casting = Literal["no", "equiv", "safe", "same_kind", "unsafe"]
 
 # A sequence of sizes or of dimension numbers.
 _Ints = Sequence[int]
@@ -84,8 +87,10 @@ class IndirectMemory:
                  tb: Optional[TracebackType]) -> bool: ...
     def __copy__(self: _Self) -> _Self: ...  # always raises TypeError: use copy()
     def __deepcopy__(self: _Self, memo: Any) -> _Self: ...  # always raises TypeError
-    def copy_from(self, obj: Any, cast: bool = False) -> None: ...
-    def copy_to(self, obj: Any, cast: bool = False) -> None: ...
+    def copy_from(self, obj: Any, cast: bool = False,
+                  casting: Optional[_Casting] = None) -> None: ...
+    def copy_to(self, obj: Any, cast: bool = False,
+                casting: Optional[_Casting] = None) -> None: ...
     def copy(self: _Self, readonly: Optional[bool] = None) -> _Self: ...
     def to_numpy(self) -> Any: ...
     def direct_view(self) -> memoryview: ...

@@ -45,6 +45,7 @@ cdef const char* _FMT_B = "B"
 _ADDRESS_LIMIT = 1 << (8 * struct.calcsize("P"))
 
 include "formats.pxi"
+include "convert.pxi"
 include "copy_engine.pxi"
 include "addresses.pxi"
 include "layout.pxi"

@@ -2,6 +2,9 @@
 # direct or indirect in any dimension (PEP 3118 suboffsets), with the result of a copy through
 # a temporary when they overlap.
 #
+# A converting copy (convert.pxi) runs the same way, converting each run where a plain copy
+# copies its bytes.
+#
 # A buffer is copied run by run. A run is the elements along the last dimension at one index of
 # the others (or a single element, when either side is indirect in its last dimension too).
 # _Walker visits the runs in C order, following every suboffset on the way.
@@ -298,8 +301,8 @@ cdef inline void _copy_run(char* d, Py_ssize_t ds, const char* s, Py_ssize_t ss,
             memcpy(d + j * ds, s + j * ss, k)
 
 
-cdef void _copy_runs(const _Side* src, const _Side* dst) noexcept nogil:
-    """Copy run by run (pointers already checked for NULL)."""
+cdef void _copy_runs(const _Side* src, const _Side* dst, const ib_cast* conv) noexcept nogil:
+    """Copy run by run (pointers already checked for NULL), converting each run if conv."""
     cdef _Walker ws, wd
     cdef Py_ssize_t i, k = src.view.itemsize
     cdef char* s
@@ -316,30 +319,40 @@ cdef void _copy_runs(const _Side* src, const _Side* dst) noexcept nogil:
                 _walk_next(&wd)
         s = src.starts[i] if src.starts != NULL else _run(&ws)
         d = dst.starts[i] if dst.starts != NULL else _run(&wd)
-        _copy_run(d, dst.step, s, src.step, src.run_len, k)
+        if conv != NULL:
+            ib_cast_run(conv, d, dst.step, s, src.step, src.run_len)
+        else:
+            _copy_run(d, dst.step, s, src.step, src.run_len, k)
 
 
 cdef inline bint _overlap(char* a_lo, char* a_hi, char* b_lo, char* b_hi) noexcept nogil:
     return b_lo != NULL and a_lo < b_hi and b_lo < a_hi
 
 
-cdef void _move(const _Side* src, const _Side* dst, _Side* tmp) noexcept nogil:
-    """The copy itself, decided by _copy_buffers: one memmove, through tmp, or direct."""
-    if src.block and dst.block:
+cdef void _move(const _Side* src, const _Side* dst, _Side* tmp,
+                const ib_cast* conv) noexcept nogil:
+    """The copy itself, decided by _copy_buffers: one memmove (or one converted run), through
+    tmp, or direct."""
+    if conv != NULL and src.block and dst.block and tmp == NULL:
+        ib_cast_run(conv, dst.first, dst.view.itemsize, src.first, src.view.itemsize,
+                    src.runs * src.run_len)
+    elif conv == NULL and src.block and dst.block:
         # Both sides are one C-contiguous block: memmove is exact even when they overlap.
         memmove(dst.first, src.first, <size_t>(src.runs * src.run_len * src.view.itemsize))
     elif tmp != NULL:
-        _copy_runs(src, tmp)
-        _copy_runs(tmp, dst)
+        _copy_runs(src, tmp, NULL)
+        _copy_runs(tmp, dst, conv)
     else:
-        _copy_runs(src, dst)
+        _copy_runs(src, dst, conv)
 
 
 cdef int _copy_buffers(Py_buffer* src, Py_buffer* dst, bint src_trusted,
-                       bint dst_trusted, bint keep_gil=False) except -1:
-    """Copy src into dst (same ndim >= 1, shape and itemsize; strides set), with the result of
-    a copy through a temporary when the two overlap. Large copies run without the GIL unless
-    keep_gil (a revocation: no other thread may act on the memory meanwhile)."""
+                       bint dst_trusted, bint keep_gil=False,
+                       const ib_cast* conv=NULL) except -1:
+    """Copy src into dst (same ndim >= 1 and shape; strides set), with the result of a copy
+    through a temporary when the two overlap: the bytes (same itemsize), or converting every
+    element as conv says. Large copies run without the GIL unless keep_gil (a revocation:
+    no other thread may act on the memory meanwhile)."""
     cdef _Side ss, ds, ts
     cdef int d, ndim = src.ndim, last = src.ndim - 1, depth
     cdef Py_ssize_t k = src.itemsize
@@ -350,7 +363,7 @@ cdef int _copy_buffers(Py_buffer* src, Py_buffer* dst, bint src_trusted,
         if src.shape[d] == 0:
             return 0
         elems *= src.shape[d]  # no overflow: the caller checked one side's size
-    cdef bint big = elems * k >= _NOGIL_BYTES and not keep_gil
+    cdef bint big = elems * max(k, dst.itemsize) >= _NOGIL_BYTES and not keep_gil
     # Element by element when either side is indirect in its last dimension.
     depth = ndim if ((src.suboffsets != NULL and src.suboffsets[last] >= 0)
                      or (dst.suboffsets != NULL and dst.suboffsets[last] >= 0)) else last
@@ -364,11 +377,11 @@ cdef int _copy_buffers(Py_buffer* src, Py_buffer* dst, bint src_trusted,
     _check_no_null(&ss, "source")
     _check_no_null(&ds, "destination")
     cdef _Side* staged = NULL
-    if not (ss.block and ds.block) and (_overlap(ds.lo, ds.hi, ss.lo, ss.hi)
-                                        or _overlap(ds.lo, ds.hi, ss.plo, ss.phi)):
+    if (conv != NULL or not (ss.block and ds.block)) and (
+            _overlap(ds.lo, ds.hi, ss.lo, ss.hi) or _overlap(ds.lo, ds.hi, ss.plo, ss.phi)):
         # The destination overlaps the source's elements or the pointers that lead to them:
         # stage through a contiguous temporary, so that the whole source is read before
-        # anything is written.
+        # anything is written. (Two blocks that overlap are one memmove, unless converted.)
         tmp = src[0]
         tmp.buf = malloc(elems * k)
         if tmp.buf == NULL:
@@ -386,9 +399,9 @@ cdef int _copy_buffers(Py_buffer* src, Py_buffer* dst, bint src_trusted,
             _take_starts(&ds)  # writes could change pointers the copy still has to follow
         if big:
             with nogil:
-                _move(&ss, &ds, staged)
+                _move(&ss, &ds, staged, conv)
         else:
-            _move(&ss, &ds, staged)
+            _move(&ss, &ds, staged, conv)
     finally:
         free(ds.starts)
         if staged != NULL:
@@ -403,9 +416,11 @@ cdef str _describe(Py_buffer* view):
     return f"shape {shape} format {fmt!r}"
 
 
-cdef int _check_copy_compatible(Py_buffer* src, Py_buffer* dst, bint cast) except -1:
+cdef int _check_copy_compatible(Py_buffer* src, Py_buffer* dst, int mode,
+                                ib_cast* plan) except -1:
     """Both buffers have the same shape (at least 1-D, with strides) and usable formats, and
-    hold the same elements."""
+    mode (a casting rule, or _CAST_BYTES) allows the copy: 0 for a copy of the bytes, 1 with
+    plan filled for a converting one."""
     cdef int d
     if src.ndim < 1 or src.ndim > _MAX_NDIM or dst.ndim != src.ndim or src.shape == NULL \
             or dst.shape == NULL or src.strides == NULL or dst.strides == NULL:
@@ -419,19 +434,26 @@ cdef int _check_copy_compatible(Py_buffer* src, Py_buffer* dst, bint cast) excep
     _check_exported_format(dst, -2)
     cdef const char* sc = _format_of(src)
     cdef const char* dc = _format_of(dst)
-    if not cast and src.itemsize == dst.itemsize and strcmp(sc, dc) == 0:
+    if mode != _CAST_BYTES and src.itemsize == dst.itemsize and strcmp(sc, dc) == 0:
         return 0
+    if mode == _CAST_BYTES:
+        if src.itemsize != dst.itemsize:
+            raise BufferError(f"cast needs equal itemsizes (cast=True copies the bytes "
+                              f"unchanged; casting= converts values): source "
+                              f"{_describe(src)} itemsize {src.itemsize}, destination "
+                              f"{_describe(dst)} itemsize {dst.itemsize}")
+        return 0
+    cdef int planned = _plan_conversion(src, dst, mode, plan)
+    if planned:
+        # 2: the same type in the same byte order (spelled 'l' and 'q', say): the bytes.
+        return 1 if planned == 1 else 0
     sfmt = (<bytes>sc).decode("ascii", "replace")
     dfmt = (<bytes>dc).decode("ascii", "replace")
-    if cast:
-        if src.itemsize != dst.itemsize:
-            raise BufferError(f"cast needs equal itemsizes: source {_describe(src)} itemsize "
-                              f"{src.itemsize}, destination {_describe(dst)} itemsize "
-                              f"{dst.itemsize}")
-    elif _canonical_format(sfmt) != _canonical_format(dfmt) or src.itemsize != dst.itemsize:
-        raise BufferError(f"format mismatch: source {_describe(src)}, destination {_describe(dst)}"
-                          " (pass cast=True to copy the bytes anyway)")
-    return 0
+    if _canonical_format(sfmt) == _canonical_format(dfmt) and src.itemsize == dst.itemsize:
+        return 0
+    hint = ("; cast=True copies the bytes unchanged" if src.itemsize == dst.itemsize else "")
+    raise BufferError(f"format mismatch: source {_describe(src)}, destination "
+                      f"{_describe(dst)}: no conversion between these formats{hint}")
 
 
 cdef bint _trusted(object obj):
@@ -449,8 +471,9 @@ cdef inline void _c_strides(Py_buffer* view, Py_ssize_t* storage) noexcept:
         view.strides = storage
 
 
-cdef int _copy_between(object src, object dst, bint cast) except -1:
-    """Copy src -> dst through the buffer protocol (both may be indirect)."""
+cdef int _copy_between(object src, object dst, int mode) except -1:
+    """Copy src -> dst through the buffer protocol (both may be indirect), as mode (a casting
+    rule, or _CAST_BYTES) allows."""
     for obj in (src, dst):
         if isinstance(obj, IndirectMemory):
             (<IndirectMemory>obj)._check_alive()
@@ -461,7 +484,7 @@ cdef int _copy_between(object src, object dst, bint cast) except -1:
     try:
         lent_dst = _pin_if_lent(dst)
         try:
-            _copy_acquired(src, dst, cast)
+            _copy_acquired(src, dst, mode)
         finally:
             if lent_dst is not None:
                 lent_dst.unpin()
@@ -482,13 +505,15 @@ cdef IndirectMemory _pin_if_lent(object obj):
     return None
 
 
-cdef int _copy_acquired(object src, object dst, bint cast) except -1:
+cdef int _copy_acquired(object src, object dst, int mode) except -1:
     cdef Py_buffer sview
     cdef Py_buffer dview
     cdef Py_buffer s2
     cdef Py_buffer d2
     cdef Py_ssize_t sstrides[_MAX_NDIM]
     cdef Py_ssize_t dstrides[_MAX_NDIM]
+    cdef ib_cast plan
+    cdef bint converting
     _acquire(src, &sview, PyBUF_FULL_RO)
     try:
         try:
@@ -501,12 +526,13 @@ cdef int _copy_acquired(object src, object dst, bint cast) except -1:
             s2, d2 = sview, dview
             _c_strides(&s2, sstrides)
             _c_strides(&d2, dstrides)
-            _check_copy_compatible(&s2, &d2, cast)
+            converting = _check_copy_compatible(&s2, &d2, mode, &plan)
             # A side that reads lent memory's table (also through a memoryview of it) is copied
             # with the GIL held: its loan cannot be revoked, nor its snapshot half-taken, under
             # the copy (see lending.pxi).
             _copy_buffers(&s2, &d2, _trusted(src), _trusted(dst),
-                          _reads_lent_table(&s2) or _reads_lent_table(&d2))
+                          _reads_lent_table(&s2) or _reads_lent_table(&d2),
+                          &plan if converting else NULL)
         finally:
             PyBuffer_Release(&dview)
     finally:

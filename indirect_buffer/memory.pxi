@@ -505,14 +505,17 @@ cdef class IndirectMemory:
 
     # -- copying data -------------------------------------------------------------------------
 
-    def copy_from(self, obj, cast=False):
-        """Copy every element of the buffer obj (same shape; direct or indirect) into self."""
-        _copy_between(obj, self, bool(cast))
+    def copy_from(self, obj, cast=False, casting=None):
+        """Copy every element of the buffer obj (same shape; direct or indirect) into self,
+        converting the values where the formats differ as NumPy's casting rule `casting`
+        allows: 'no', 'equiv', 'safe', 'same_kind' (the default, as numpy.copyto) or
+        'unsafe'. cast=True copies the bytes unchanged instead (equal itemsizes)."""
+        _copy_between(obj, self, _casting_code(cast, casting))
 
-    def copy_to(self, obj, cast=False):
+    def copy_to(self, obj, cast=False, casting=None):
         """Copy every element of self into the writable buffer obj (same shape; direct or
-        indirect)."""
-        _copy_between(self, obj, bool(cast))
+        indirect), converting as copy_from does."""
+        _copy_between(self, obj, _casting_code(cast, casting))
 
     def copy(self, readonly=None):
         """An owned copy of the data (same shape, format and indirect dimensions); read-only
@@ -541,7 +544,7 @@ cdef class IndirectMemory:
             np.dtype((np.void, self.itemsize_))).reshape(shape)
         # The dtype was parsed from our own format, so the bytes mean the same thing even where
         # NumPy spells the format differently ('2i', '!d', 'c'...): copy them as they are.
-        _copy_between(self, target, True)
+        _copy_between(self, target, _CAST_BYTES)
         return out
 
     def direct_view(self):

@@ -124,6 +124,10 @@ def as_indirect(obj, format=None, bint readonly=True, indirect=None):
                         view.make_read_only()
                     return view
                 obj = view  # converted to the wanted format below
+    if format is not None:
+        out = _converted_copy(obj, format, None, readonly)
+        if out is not None:
+            return out
     np = _import_numpy("as_indirect")
     if isinstance(obj, IndirectMemory):
         obj = (<IndirectMemory>obj).to_numpy()
@@ -148,6 +152,41 @@ def as_indirect(obj, format=None, bint readonly=True, indirect=None):
         out.make_read_only()
     return out
 
+
+
+cdef IndirectMemory _converted_copy(object obj, object format, tuple indirect,
+                                    bint readonly):
+    """obj's values converted (as casting='unsafe') in one pass into new owned memory of
+    format, of obj's shape, with tables at the indirect dimensions (None: the 2-D T**); or
+    None when obj is not a buffer of such a shape or either format is not one the copy
+    engine converts (NumPy converts those)."""
+    cdef Py_buffer view
+    cdef Py_ssize_t shape[IB_MAX_NDIM]
+    cdef int d, ndim, swapped
+    if isinstance(obj, IndirectMemory):
+        (<IndirectMemory>obj)._check_alive()
+    elif not PyObject_CheckBuffer(obj):
+        return None
+    fmt, itemsize = _parse_format(format)
+    if ib_elem_type(<bytes>fmt, itemsize, &swapped) == IB_T_NONE:
+        return None
+    _acquire(obj, &view, PyBUF_FULL_RO)
+    try:
+        ndim = view.ndim
+        if (ndim != 2 if indirect is None else ndim < 2 or ndim > IB_MAX_NDIM) \
+                or view.shape == NULL or ib_elem_type(_format_of(&view), view.itemsize,
+                                                      &swapped) == IB_T_NONE:
+            return None
+        for d in range(ndim):
+            shape[d] = view.shape[d]
+    finally:
+        PyBuffer_Release(&view)
+    cdef unsigned int mask = 1 if indirect is None else _parse_indirect(indirect, ndim)
+    cdef IndirectMemory out = _new_owned_nd(ndim, shape, fmt, itemsize, mask, False)
+    _copy_between(obj, out, IB_CASTING_UNSAFE)
+    if readonly:
+        out.readonly_ = True
+    return out
 
 
 cdef int _check_writable(object obj) except -1:
@@ -224,7 +263,11 @@ cdef IndirectMemory _as_indirect_nd(object obj, object format, object want, bint
         if view is not None:
             if want is None or want == _canonical_format(view.format_):
                 return view
-            obj = view  # converted to the wanted format below, through to_numpy()
+            obj = view  # converted to the wanted format below
+    if format is not None:
+        out = _converted_copy(obj, format, indirect, readonly)
+        if out is not None:
+            return out
     np = _import_numpy("as_indirect")
     if isinstance(obj, IndirectMemory):
         obj = (<IndirectMemory>obj).to_numpy()

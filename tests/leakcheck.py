@@ -228,7 +228,7 @@ def workload(np, _testbuffer, helper, iterations):
         expect(TypeError, IndirectMemory2D.create_memory, 2, 2, 3.5)
         m = IndirectMemory2D.create_memory(2, 3, "d")
         expect(BufferError, m.copy_from, np.zeros((3, 2)))
-        expect(BufferError, m.copy_from, np.zeros((2, 3), dtype=np.int32))
+        expect(BufferError, m.copy_from, np.zeros((2, 3), dtype=np.complex64))
         expect(ValueError, m.reinterpret_data, "5s")
         del m
 

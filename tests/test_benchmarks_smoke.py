@@ -19,7 +19,9 @@ SMALL_SHAPES = 3         # --shapes small: shapes of each operation of the first
 ROUNDTRIP_SHAPES = 2     # --shapes small: 10x10 and 50x8
 # Lines per operation name in a --quick --shapes small run (copy_to also appears at 10x10).
 EXPECTED = {**{name: SMALL_SHAPES for name in OPERATIONS},
-            **{name: ROUNDTRIP_SHAPES for name in ROUNDTRIP}, "pinned": 1, "lend": 1}
+            **{name: ROUNDTRIP_SHAPES for name in ROUNDTRIP}, "pinned": 1, "lend": 1,
+            # the small set's converting-copy shapes: (10, 10) and (6, 300)
+            "convert_f64_f32": 2, "convert_i16_i32": 2}
 EXPECTED["copy_to"] += 1
 
 TIME = r"\d+(?:\.\d+)?(?:e[+-]?\d+)?(?:s|ms|us|ns)"
