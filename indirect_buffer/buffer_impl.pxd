@@ -6,6 +6,10 @@ IndirectMemory2D``), so it changes only compatibly: code written against earlier
 (0.1.0 included) compiles unchanged. New members and methods are appended.
 """
 
+from libc.stdint cimport (
+    int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t,
+)
+
 cdef enum:
     # The most dimensions an IndirectMemory may have.
     IB_MAX_NDIM = 8
@@ -131,6 +135,42 @@ cdef class IndirectMemory:
                                     const Py_ssize_t* offsets, bint readonly,
                                     object memory_nanny)
 
+    # -- fixed-width tables (0.4) ---------------------------------------------------------------
+
+    # Checked T** tables typed as the <stdint.h> types C libraries declare: any signed
+    # (intN_t) or unsigned (uintN_t) integer format of that size passes, however it is spelt
+    # ('i', '=i', '<i' on a little-endian machine, 'l' where long has 32 bits... for
+    # int32_t); another signedness or size, or a non-integer format, is a TypeError. Other
+    # checks (writable, layout, row_offset, released) as for int_table.
+    cdef int8_t** int8_table(self, bint writable, Py_ssize_t row_offset=*) except NULL
+    cdef int16_t** int16_table(self, bint writable, Py_ssize_t row_offset=*) except NULL
+    cdef int32_t** int32_table(self, bint writable, Py_ssize_t row_offset=*) except NULL
+    cdef int64_t** int64_table(self, bint writable, Py_ssize_t row_offset=*) except NULL
+    cdef uint8_t** uint8_table(self, bint writable, Py_ssize_t row_offset=*) except NULL
+    cdef uint16_t** uint16_table(self, bint writable, Py_ssize_t row_offset=*) except NULL
+    cdef uint32_t** uint32_table(self, bint writable, Py_ssize_t row_offset=*) except NULL
+    cdef uint64_t** uint64_table(self, bint writable, Py_ssize_t row_offset=*) except NULL
+    # Read-only tables typed as C APIs take them (const T* const*): the same checks without
+    # writable, so they work on read-only memory too.
+    cdef const int8_t* const* const_int8_table(self, Py_ssize_t row_offset=*) except NULL
+    cdef const int16_t* const* const_int16_table(self, Py_ssize_t row_offset=*) except NULL
+    cdef const int32_t* const* const_int32_table(self, Py_ssize_t row_offset=*) except NULL
+    cdef const int64_t* const* const_int64_table(self, Py_ssize_t row_offset=*) except NULL
+    cdef const uint8_t* const* const_uint8_table(self, Py_ssize_t row_offset=*) except NULL
+    cdef const uint16_t* const* const_uint16_table(self, Py_ssize_t row_offset=*) except NULL
+    cdef const uint32_t* const* const_uint32_table(self, Py_ssize_t row_offset=*) except NULL
+    cdef const uint64_t* const* const_uint64_table(self, Py_ssize_t row_offset=*) except NULL
+    cdef const float* const* const_float_table(self, Py_ssize_t row_offset=*) except NULL
+    cdef const double* const* const_double_table(self, Py_ssize_t row_offset=*) except NULL
+
+    # from_ptr_nd for a const structure (a library's `const T* const*`, which converts to
+    # const void* without a cast): the memory is read-only, and nothing here writes through
+    # ptr. memory_nanny None: lent memory (release() revokes the loan).
+    @staticmethod
+    cdef IndirectMemory from_const_ptr_nd(const void* ptr, int ndim, const Py_ssize_t* shape,
+                                          object format, unsigned int indirect,
+                                          const Py_ssize_t* offsets, object memory_nanny)
+
 
 cdef class IndirectMemory2D(IndirectMemory):
     # The 2-D T** case: shape_[0] rows, shape_[1] columns, row pointers in table.
@@ -172,6 +212,16 @@ cdef class IndirectMemory2D(IndirectMemory):
 
     @staticmethod
     cdef IndirectMemory2D cy_view_from_columns(object array2d, bint readonly=*)
+
+    # -- fixed-width tables (0.4) ---------------------------------------------------------------
+
+    # from_ptr_with_offset for a const table (a library's `const T* const*`, which converts to
+    # const void* without a cast): the memory is read-only, and nothing here writes through
+    # ptr. memory_nanny None: lent memory (release() revokes the loan).
+    @staticmethod
+    cdef IndirectMemory2D from_const_ptr(const void* ptr, Py_ssize_t rows, Py_ssize_t cols,
+                                         object format, object memory_nanny,
+                                         Py_ssize_t row_offset=*)
 
 
 cdef class BufferCollection2D(IndirectMemory2D):

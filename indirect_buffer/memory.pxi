@@ -186,6 +186,111 @@ cdef class IndirectMemory:
             return <unsigned char***>self.table
         return <unsigned char***>self.checked_levels("B", writable, 2, row_offset)
 
+    # -- fixed-width tables (0.4) -------------------------------------------------------------
+    # Integer elements pass by kind (signed or unsigned) and size, however their format is
+    # spelt. The checked path asks for the standard-size format ('=i': a 4-byte signed
+    # integer in native order), which accepts the same elements and, refusing, names both
+    # formats.
+
+    cdef int8_t** int8_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"i", sizeof(int8_t), writable, row_offset, 1):
+            return <int8_t**>self.table
+        return <int8_t**>self.checked_table("=b", writable, row_offset)
+
+    cdef int16_t** int16_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"i", sizeof(int16_t), writable, row_offset, 1):
+            return <int16_t**>self.table
+        return <int16_t**>self.checked_table("=h", writable, row_offset)
+
+    cdef int32_t** int32_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"i", sizeof(int32_t), writable, row_offset, 1):
+            return <int32_t**>self.table
+        return <int32_t**>self.checked_table("=i", writable, row_offset)
+
+    cdef int64_t** int64_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"i", sizeof(int64_t), writable, row_offset, 1):
+            return <int64_t**>self.table
+        return <int64_t**>self.checked_table("=q", writable, row_offset)
+
+    cdef uint8_t** uint8_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"u", sizeof(uint8_t), writable, row_offset, 1):
+            return <uint8_t**>self.table
+        return <uint8_t**>self.checked_table("=B", writable, row_offset)
+
+    cdef uint16_t** uint16_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"u", sizeof(uint16_t), writable, row_offset, 1):
+            return <uint16_t**>self.table
+        return <uint16_t**>self.checked_table("=H", writable, row_offset)
+
+    cdef uint32_t** uint32_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"u", sizeof(uint32_t), writable, row_offset, 1):
+            return <uint32_t**>self.table
+        return <uint32_t**>self.checked_table("=I", writable, row_offset)
+
+    cdef uint64_t** uint64_table(self, bint writable, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"u", sizeof(uint64_t), writable, row_offset, 1):
+            return <uint64_t**>self.table
+        return <uint64_t**>self.checked_table("=Q", writable, row_offset)
+
+    cdef const int8_t* const* const_int8_table(self, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"i", sizeof(int8_t), False, row_offset, 1):
+            return <const int8_t* const*>self.table
+        return <const int8_t* const*>self.checked_table("=b", False, row_offset)
+
+    cdef const int16_t* const* const_int16_table(self, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"i", sizeof(int16_t), False, row_offset, 1):
+            return <const int16_t* const*>self.table
+        return <const int16_t* const*>self.checked_table("=h", False, row_offset)
+
+    cdef const int32_t* const* const_int32_table(self, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"i", sizeof(int32_t), False, row_offset, 1):
+            return <const int32_t* const*>self.table
+        return <const int32_t* const*>self.checked_table("=i", False, row_offset)
+
+    cdef const int64_t* const* const_int64_table(self, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"i", sizeof(int64_t), False, row_offset, 1):
+            return <const int64_t* const*>self.table
+        return <const int64_t* const*>self.checked_table("=q", False, row_offset)
+
+    cdef const uint8_t* const* const_uint8_table(self, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"u", sizeof(uint8_t), False, row_offset, 1):
+            return <const uint8_t* const*>self.table
+        return <const uint8_t* const*>self.checked_table("=B", False, row_offset)
+
+    cdef const uint16_t* const* const_uint16_table(self, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"u", sizeof(uint16_t), False, row_offset, 1):
+            return <const uint16_t* const*>self.table
+        return <const uint16_t* const*>self.checked_table("=H", False, row_offset)
+
+    cdef const uint32_t* const* const_uint32_table(self, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"u", sizeof(uint32_t), False, row_offset, 1):
+            return <const uint32_t* const*>self.table
+        return <const uint32_t* const*>self.checked_table("=I", False, row_offset)
+
+    cdef const uint64_t* const* const_uint64_table(self, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"u", sizeof(uint64_t), False, row_offset, 1):
+            return <const uint64_t* const*>self.table
+        return <const uint64_t* const*>self.checked_table("=Q", False, row_offset)
+
+    cdef const float* const* const_float_table(self, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"f", sizeof(float), False, row_offset, 1):
+            return <const float* const*>self.table
+        return <const float* const*>self.checked_table("f", False, row_offset)
+
+    cdef const double* const* const_double_table(self, Py_ssize_t row_offset=0) except NULL:
+        if _table_fits(self, b"f", sizeof(double), False, row_offset, 1):
+            return <const double* const*>self.table
+        return <const double* const*>self.checked_table("d", False, row_offset)
+
+    @staticmethod
+    cdef IndirectMemory from_const_ptr_nd(const void* ptr, int ndim, const Py_ssize_t* shape,
+                                          object format, unsigned int indirect,
+                                          const Py_ssize_t* offsets, object memory_nanny):
+        # Read-only memory: nothing here writes through the pointers (a lent wrapper's
+        # revocation re-points its own copy of the root table, never the lender's).
+        return IndirectMemory.from_ptr_nd(<void*>ptr, ndim, shape, format, indirect, offsets,
+                                          True, memory_nanny)
+
     cdef Py_ssize_t dim(self, int d) except -1 nogil:
         if self.released_ or self.table == NULL or d < 0 or d >= self.ndim_:
             with gil:

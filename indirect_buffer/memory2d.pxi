@@ -171,6 +171,17 @@ cdef class IndirectMemory2D(IndirectMemory):
         return (f"<{type(self).__name__} shape=({self.shape_[0]}, {self.shape_[1]}) "
                 f"format={self.format!r} readonly={bool(self.readonly_)}>")
 
+    # -- fixed-width tables (0.4) -------------------------------------------------------------
+
+    @staticmethod
+    cdef IndirectMemory2D from_const_ptr(const void* ptr, Py_ssize_t rows, Py_ssize_t cols,
+                                         object format, object memory_nanny,
+                                         Py_ssize_t row_offset=0):
+        # Read-only memory: nothing here writes through the table (a lent wrapper's
+        # revocation re-points its own copy of it, never the lender's).
+        return _wrap_2d(<void*>ptr, rows, cols, format, True, memory_nanny, row_offset,
+                        memory_nanny is None)
+
 
 cdef IndirectMemory2D _wrap_2d(void* ptr, Py_ssize_t rows, Py_ssize_t cols, object format,
                                bint readonly, object keepalive, Py_ssize_t row_offset,

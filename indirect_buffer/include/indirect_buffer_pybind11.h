@@ -25,8 +25,12 @@
  *
  * T and its struct format: double "d", float "f", signed char "b", unsigned char "B", short
  * "h", unsigned short "H", int "i", unsigned int "I", long "l", unsigned long "L", long long
- * "q", unsigned long long "Q", bool "?"; the fixed-width aliases (int32_t, uint8_t...) map
- * through these. Tables always have row offset 0.
+ * "q", unsigned long long "Q", bool "?", char "c" (plain char: a byte of text, as ctypes'
+ * c_char; for small integers use int8_t or uint8_t). The <cstdint> types (int8_t ... uint64_t)
+ * are aliases of these, and an element passes by its kind and size however its format is
+ * spelt: ib::table<const int32_t> takes 'i', '=i', '<i' on a little-endian machine, and 'l'
+ * where long has 32 bits, and refuses 'I' (unsigned) or 'q' (8 bytes) with a TypeError naming
+ * both formats. Tables always have row offset 0.
  *
  * The GIL: acquiring and destroying a table needs it (a destructor that runs without it takes
  * it); the data may be used without it (py::gil_scoped_release) while the table lives.
@@ -52,7 +56,7 @@ namespace detail {
 
 template <class T> struct format_of {
     static_assert(sizeof(T) == 0, "ib::table<T>: no struct format for this T (use double, "
-                                  "float, the integer types or bool)");
+                                  "float, the integer types, bool or char)");
 };
 template <> struct format_of<double> { static constexpr const char *value = "d"; };
 template <> struct format_of<float> { static constexpr const char *value = "f"; };
@@ -67,6 +71,7 @@ template <> struct format_of<unsigned long> { static constexpr const char *value
 template <> struct format_of<long long> { static constexpr const char *value = "q"; };
 template <> struct format_of<unsigned long long> { static constexpr const char *value = "Q"; };
 template <> struct format_of<bool> { static constexpr const char *value = "?"; };
+template <> struct format_of<char> { static constexpr const char *value = "c"; };
 
 /* The C API for this translation unit: imports it on first use. false with a Python
  * exception set if that fails. */
