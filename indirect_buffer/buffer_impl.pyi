@@ -4,7 +4,7 @@ Checked against the compiled module by tests/test_stubs.py (mypy's stubtest).
 """
 import sys
 from types import TracebackType
-from typing import Any, Dict, Optional, Sequence, Tuple, Type, TypeVar, Union, overload
+from typing import Any, Dict, NoReturn, Optional, Sequence, Tuple, Type, TypeVar, Union, overload
 
 from typing_extensions import Literal, disjoint_base, final
 
@@ -73,6 +73,10 @@ class IndirectMemory:
     def released(self) -> bool: ...
     def get_format(self) -> str: ...
     def __len__(self) -> int: ...
+    # A zero-copy window (IndirectMemory2D when it is a 2-D T**).
+    def __getitem__(self, key: Any) -> IndirectMemory: ...
+    # Not iterable: raises TypeError (index with slices, or iterate over to_numpy()).
+    def __iter__(self) -> NoReturn: ...
     if sys.version_info >= (3, 12):
         # PEP 688: CPython 3.12+ exposes the buffer slots as methods.
         def __buffer__(self, flags: int, /) -> memoryview: ...

@@ -124,6 +124,8 @@ cdef class IndirectMemory:
                               Py_ssize_t row_offset=0) except NULL:
         if levels < 1:
             raise ValueError(f"levels must be >= 1, got {levels}")
+        if levels == 1 and _needs_c_table(self, row_offset):
+            return <void*>_window_c_table(self, format, writable, row_offset)
         self._check_table_request(format, writable, row_offset)
         if self.levels_ != levels:
             raise BufferError(f"a table of {levels} pointer level(s) (T{'*' * (levels + 1)}) "
@@ -302,6 +304,10 @@ cdef class IndirectMemory:
         self._check_alive()
         self.pins += 1
         self.exports += 1
+        if type(self.keepalive) is _WindowOf:
+            # C holds the base's pointers too: pin it (counted even if a revoked loan).
+            (<_WindowOf>self.keepalive).base.pins += 1
+            (<_WindowOf>self.keepalive).base.exports += 1
         return 0
 
     cdef void unpin(self) noexcept:
@@ -313,6 +319,8 @@ cdef class IndirectMemory:
             return
         self.pins -= 1
         self.exports -= 1
+        if type(self.keepalive) is _WindowOf:
+            (<_WindowOf>self.keepalive).base.unpin()
 
     def pinned(self, format=None, writable=False, Py_ssize_t row_offset=0, offsets=None):
         """Context manager for C calls from ctypes/cffi: `with mem.pinned("d") as address:`.
@@ -502,6 +510,20 @@ cdef class IndirectMemory:
         self._check_alive()
         return self.shape_[0]
 
+    def __getitem__(self, key):
+        """A zero-copy window: mem[r0:r1:step, c0:c1] (a slice, an integer or '...' per
+        dimension; an integer drops a dimension that is not reached through pointers).
+
+        The window shares the memory's tables and lifetime rules: it keeps the memory
+        alive and counts as one of its exports until released, and it follows a revoked
+        loan. C gets a table whose pointers start at the window (pinned(), typed tables).
+        """
+        return _window(self, key)
+
+    def __iter__(self):
+        raise TypeError(f"{type(self).__name__} is not iterable; index it with slices "
+                        "(mem[i:i+1]) or iterate over mem.to_numpy()")
+
     def __repr__(self):
         if self.released_:
             return f"<{type(self).__name__} released>"
@@ -657,7 +679,7 @@ cdef class IndirectMemory:
         in C order. Counts as an export of self. BufferError otherwise.
         """
         self._check_alive()
-        if self.lent_:
+        if self.lent_ or _in_lent_table(self.table):
             raise BufferError(f"direct_view() of lent {type(self).__name__} would point into "
                               "the lent memory past the loan; use copy() or to_numpy()")
         cdef _DirectExport exporter = _DirectExport.__new__(_DirectExport)

@@ -1,0 +1,169 @@
+# Windows: mem[r0:r1:step, c0:c1] and N-D indexing. A window is new geometry (start, shape,
+# strides, suboffsets) over the same pointer tables, made in O(1) of the data size. It keeps
+# the memory it was cut from alive and counts as one of its exports (so that memory cannot be
+# released, reshaped or reinterpreted meanwhile), and it reads through the same root table: a
+# revoked loan re-points that table at the snapshot, and windows follow. C gets a table whose
+# pointers start at the window (built once per window, refilled at each hand-out so that it
+# never holds stale pointers), through pinned(), the typed tables and the C API.
+
+@cython.no_gc_clear  # __dealloc__ needs base, whatever order gc clears a cycle in
+@cython.final
+@cython.auto_pickle(False)
+cdef class _WindowOf:
+    """A window's keepalive: the memory it was cut from (one export of it while this lives)
+    and the table handed to C when the window's own geometry is not a plain T**."""
+    cdef IndirectMemory base
+    cdef void** ctable
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("windows are made by indexing an IndirectMemory")
+
+    def __dealloc__(self):
+        free(self.ctable)
+        self.ctable = NULL
+        if self.base is not None and self.base.exports > self.base.pins:
+            self.base.exports -= 1
+
+
+cdef inline _WindowOf _window_link(IndirectMemory mem):
+    """The link of a window to its base, or None for memory that is not a window."""
+    if type(mem.keepalive) is _WindowOf:
+        return <_WindowOf>mem.keepalive
+    return None
+
+
+cdef tuple _window_key(object key, int ndim):
+    """key as one item per dimension: slices, integers (operator.index) and one Ellipsis."""
+    items = tuple(key) if isinstance(key, tuple) else (key,)
+    cdef Py_ssize_t ellipses = sum([1 for item in items if item is Ellipsis])
+    if ellipses > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if ellipses == 1:
+        at = items.index(Ellipsis)
+        fill = ndim - (len(items) - 1)
+        items = items[:at] + (slice(None),) * max(fill, 0) + items[at + 1:]
+    if len(items) > ndim:
+        raise IndexError(f"too many indices: {len(items)} for {ndim} dimensions")
+    return items + (slice(None),) * (ndim - len(items))
+
+
+cdef IndirectMemory _window(IndirectMemory mem, object key):
+    """mem[key]: a window over the same tables (see the top of this file)."""
+    cdef Py_ssize_t start[IB_MAX_NDIM]
+    cdef Py_ssize_t step[IB_MAX_NDIM]
+    cdef Py_ssize_t length[IB_MAX_NDIM]
+    cdef bint keep[IB_MAX_NDIM]
+    cdef Py_ssize_t shape[IB_MAX_NDIM]
+    cdef Py_ssize_t strides[IB_MAX_NDIM]
+    cdef Py_ssize_t subs[IB_MAX_NDIM]
+    cdef Py_ssize_t seen[IB_MAX_NDIM]
+    cdef int d, nd = 0, last_indirect = -1
+    cdef Py_ssize_t n, i
+    mem._check_alive()
+    cdef int ndim = mem.ndim_
+    items = _window_key(key, ndim)
+    for d in range(ndim):
+        seen[d] = mem.shape_[d]
+    # Every __index__ of the key runs here, before the geometry is read.
+    for d in range(ndim):
+        item = items[d]
+        n = seen[d]
+        if isinstance(item, slice):
+            if (<slice>item).step is not None and operator.index((<slice>item).step) == 0:
+                raise ValueError(f"slice step cannot be zero (dimension {d})")
+            first, stop, stride = (<slice>item).indices(n)
+            start[d], step[d] = first, stride
+            length[d] = len(range(first, stop, stride))
+            if length[d] == 0:
+                start[d] = 0  # nothing is read: keep the start inside the table
+            keep[d] = True
+        else:
+            try:
+                i = operator.index(item)
+            except TypeError:
+                raise TypeError(f"indices must be integers, slices or '...', not "
+                                f"{type(item).__name__} (dimension {d})") from None
+            if i < -n or i >= n:
+                raise IndexError(f"index {i} is out of range for dimension {d} of size {n}")
+            start[d], step[d], length[d] = (i + n if i < 0 else i), 1, 1
+            keep[d] = False
+    mem._check_alive()
+    for d in range(ndim):
+        if mem.shape_[d] != seen[d]:
+            raise BufferError(f"the {type(mem).__name__} changed shape while its index was "
+                              "computed")
+    cdef char* buf = <char*>mem.table
+    for d in range(ndim):
+        if not keep[d] and mem.suboffsets_[d] >= 0:
+            raise IndexError(f"an integer index cannot drop dimension {d}: it is reached "
+                             f"through pointers; use a slice ({start[d]}:{start[d] + 1}) "
+                             "to keep it")
+        # The offset of dimension d applies before d is indexed: after the pointer of the
+        # nearest indirect dimension kept before it, or to the root.
+        if last_indirect < 0:
+            buf += start[d] * mem.strides_[d]
+        else:
+            subs[last_indirect] += start[d] * mem.strides_[d]
+        if keep[d]:
+            shape[nd] = length[d]
+            strides[nd] = step[d] * mem.strides_[d]
+            subs[nd] = mem.suboffsets_[d]
+            if subs[nd] >= 0:
+                last_indirect = nd
+            nd += 1
+    if nd == 0:
+        raise IndexError("a window needs at least one slice; read single elements through "
+                         "to_numpy() or a memoryview")
+    cdef _WindowOf link = _WindowOf.__new__(_WindowOf)
+    parent = _window_link(mem)
+    link.base = mem if parent is None else (<_WindowOf>parent).base
+    cdef IndirectMemory out = _new_memory(nd, _mask_of(subs, nd))
+    out._init_geometry(<void**>buf, nd, shape, strides, subs, mem.format_, mem.itemsize_,
+                       mem.readonly_, None)
+    out.keepalive = link
+    link.base.exports += 1
+    return out
+
+
+cdef bint _needs_c_table(IndirectMemory mem, Py_ssize_t row_offset) noexcept:
+    """True for a window whose own tables C cannot use as they are: not a plain T**/T***
+    (rows or tables stepped, columns stepped) or its data not row_offset bytes after every
+    pointer (columns cut). A 2-D one gets a table of its own; others are refused."""
+    cdef int d
+    if type(mem.keepalive) is not _WindowOf:
+        return False
+    if mem.levels_ == 0:
+        return True
+    for d in range(mem.ndim_):
+        if mem.suboffsets_[d] >= 0 and mem.suboffsets_[d] != row_offset:
+            return True
+    return False
+
+
+cdef void** _window_c_table(IndirectMemory mem, object format, bint writable,
+                            Py_ssize_t row_offset) except NULL:
+    """The T** of a 2-D window for C: row i points row_offset bytes before the window's
+    first element of row i. Checked as every table is; filled again at every call."""
+    cdef _WindowOf link = <_WindowOf>mem.keepalive
+    cdef Py_ssize_t i, rows = mem.shape_[0]
+    cdef char* p
+    if row_offset < 0:
+        raise ValueError(f"row_offset must be >= 0, got {row_offset}")
+    _check_request(mem, format, writable, mem.suboffsets_, False)
+    if mem.ndim_ != 2 or mem.suboffsets_[0] < 0 or mem.suboffsets_[1] >= 0 or (
+            mem.shape_[1] > 1 and mem.strides_[1] != mem.itemsize_):
+        raise BufferError(f"a table of one pointer level (T**) was requested, but the window "
+                          f"is {_layout_text(mem)} with strides {mem.strides} and suboffsets "
+                          f"{mem.suboffsets} (C gets a table of its own only for a 2-D window "
+                          "with contiguous rows; copy() the window first)")
+    if link.ctable == NULL:
+        link.ctable = <void**>malloc((rows if rows > 0 else 1) * sizeof(void*))
+        if link.ctable == NULL:
+            raise MemoryError(f"cannot allocate a table of {rows} row pointers")
+    for i in range(rows):
+        p = (<char**>(<char*>mem.table + i * mem.strides_[0]))[0]
+        if p == NULL:
+            raise ValueError(f"row {i} of the pointer table is NULL")
+        link.ctable[i] = p + mem.suboffsets_[0] - row_offset
+    mem.layout_trusted = False
+    return link.ctable
