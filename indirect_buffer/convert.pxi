@@ -427,9 +427,10 @@ cdef int _casting_code(object cast, object casting) except -1:
     'same_kind', as numpy.copyto), or _CAST_BYTES for cast=True."""
     if casting is None:
         return _CAST_BYTES if cast else IB_CASTING_SAME_KIND
-    if type(casting) is not str:
+    if not isinstance(casting, str):
         raise TypeError(f"casting must be one of {', '.join(map(repr, _CASTINGS))}, not "
                         f"{type(casting).__name__}")
+    casting = str.__str__(casting)  # an exact str: a subclass's __eq__ never runs
     if cast:
         raise ValueError(f"cast=True copies the bytes unchanged and takes no casting rule; "
                          f"got casting={casting!r}")
