@@ -47,6 +47,14 @@ cdef tuple _window_key(object key, int ndim):
     return items + (slice(None),) * (ndim - len(items))
 
 
+cdef object _slice_bound(object bound, int d):
+    try:
+        return operator.index(bound)
+    except TypeError:
+        raise TypeError(f"slice indices must be integers or None, not "
+                        f"{type(bound).__name__} (dimension {d})") from None
+
+
 cdef IndirectMemory _window(IndirectMemory mem, object key):
     """mem[key]: a window over the same tables (see the top of this file)."""
     cdef Py_ssize_t start[IB_MAX_NDIM]
@@ -69,9 +77,12 @@ cdef IndirectMemory _window(IndirectMemory mem, object key):
         item = items[d]
         n = seen[d]
         if isinstance(item, slice):
-            if (<slice>item).step is not None and operator.index((<slice>item).step) == 0:
+            # Each bound converted once (operator.index), then clipped by slice.indices.
+            bounds = [None if b is None else _slice_bound(b, d) for b in (
+                (<slice>item).start, (<slice>item).stop, (<slice>item).step)]
+            if bounds[2] == 0:
                 raise ValueError(f"slice step cannot be zero (dimension {d})")
-            first, stop, stride = (<slice>item).indices(n)
+            first, stop, stride = slice(*bounds).indices(n)
             start[d], step[d] = first, stride
             length[d] = len(range(first, stop, stride))
             if length[d] == 0:

@@ -310,6 +310,8 @@ SECTIONS = [
          "slice step cannot be zero (dimension 1)"),
         ("window_too_many_indices", "mem()[0:1, 0:1, 0:1]", "IndexError",
          "too many indices: 3 for 2 dimensions"),
+        ("window_slice_bound_not_int", "mem()[:, 'a':]", "TypeError",
+         "slice indices must be integers or None, not str (dimension 1)"),
         ("window_two_ellipses", "mem()[..., ...]", "IndexError", "a single ellipsis"),
         ("window_index_out_of_range", "mem()[:, 3]", "IndexError",
          "index 3 is out of range for dimension 1 of size 3"),

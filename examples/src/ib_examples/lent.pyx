@@ -64,8 +64,9 @@ cdef int _on_block(const int32_t* const* channels, int nchannels, int nsamples,
     # Called by C. No exception may leave it: one is kept in ctx and stops decoding.
     cdef _Decoding state = <_Decoding>ctx
     try:
-        # Lent, read-only: leaving the `with` revokes the loan before C overwrites the block.
-        with IndirectMemory2D.from_ptr(<void*>channels, nchannels, nsamples, "i", True) as block:
+        # Lent (no memory nanny) and read-only, as the const table says: leaving the `with`
+        # revokes the loan before C overwrites the block.
+        with IndirectMemory2D.from_const_ptr(channels, nchannels, nsamples, "i", None) as block:
             state.callback(block)
         state.blocks += 1
     except BaseException as exc:
