@@ -210,10 +210,10 @@ cdef void _prepare(const Py_buffer* v, int depth, bint trusted, _Side* s) noexce
     if not _is_indirect(v):
         _direct_extent(v, s)
         return
-    if trusted:
+    if trusted and _walk_start(&w, v, last):
         # Owned memory (or a row view of a C-ordered array): the elements are one block in C
-        # order, so only the way to the first one is walked.
-        _walk_start(&w, v, last)
+        # order, so only the way to the first one is walked. (A NULL on that way means the
+        # trust was wrong: the full walk below finds and reports it.)
         s.first = _run(&w)
         s.lo, s.hi = s.first, s.first + s.runs * s.run_len * k
         s.plo, s.phi = w.plo, w.phi

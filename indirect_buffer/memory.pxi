@@ -543,6 +543,9 @@ cdef class IndirectMemory:
             return  # nothing changes, so nothing needs refusing (as in 0.1.0), even if exported
         self._check_unlocked("reinterpret_data")
         cdef int last = self.ndim_ - 1
+        if self.suboffsets_[last] >= 0:
+            raise ValueError(f"the last dimension is reached through pointers (a window such "
+                             f"as mem[:, k]): its elements are not bytes of one row")
         cdef Py_ssize_t row_bytes = self.shape_[last] * self.itemsize_
         if row_bytes % <Py_ssize_t>itemsize != 0:
             raise ValueError(f"row of {row_bytes} bytes is not divisible by itemsize {itemsize} "
@@ -651,9 +654,18 @@ cdef class IndirectMemory:
         self._check_alive()
         if ro is None:
             ro = self.readonly_
+        # Owned memory has its tables before the last dimension (a window such as m[:, k]
+        # is reached through a pointer per element: the copy has plain rows instead).
+        cdef unsigned int mask = _mask_of(self.suboffsets_, self.ndim_) & \
+            ((1u << (self.ndim_ - 1)) - 1)
+        if self.ndim_ < 2 or mask == 0:
+            raise BufferError(f"copy() makes indirect memory of 2 or more dimensions with a "
+                              f"pointer table before the last one, but this "
+                              f"{type(self).__name__} has shape {self.shape} and suboffsets "
+                              f"{self.suboffsets}; use to_numpy(), or copy_to() into memory "
+                              "of your choice")
         cdef IndirectMemory out = _new_owned_nd(
-            self.ndim_, self.shape_, self.format_, self.itemsize_,
-            _mask_of(self.suboffsets_, self.ndim_), False)
+            self.ndim_, self.shape_, self.format_, self.itemsize_, mask, False)
         out.copy_from(self)
         out.readonly_ = ro
         return out
@@ -682,6 +694,10 @@ cdef class IndirectMemory:
         if self.lent_ or _in_lent_table(self.table):
             raise BufferError(f"direct_view() of lent {type(self).__name__} would point into "
                               "the lent memory past the loan; use copy() or to_numpy()")
+        if self.suboffsets_[self.ndim_ - 1] >= 0:
+            raise BufferError(f"direct_view() needs elements in rows, but every element of "
+                              f"the last dimension is behind a pointer of its own (a window "
+                              f"such as mem[:, k]); use copy_to() or to_numpy()")
         cdef _DirectExport exporter = _DirectExport.__new__(_DirectExport)
         exporter.parent = self
         return memoryview(exporter)

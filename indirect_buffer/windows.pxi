@@ -6,21 +6,31 @@
 # pointers start at the window (built once per window, refilled at each hand-out so that it
 # never holds stale pointers), through pinned(), the typed tables and the C API.
 
+@cython.final
+@cython.auto_pickle(False)
+cdef class _CTable:
+    """A table of row pointers made for C (freed with this object)."""
+    cdef void** ptr
+
+    def __dealloc__(self):
+        free(self.ptr)
+        self.ptr = NULL
+
+
 @cython.no_gc_clear  # __dealloc__ needs base, whatever order gc clears a cycle in
 @cython.final
 @cython.auto_pickle(False)
 cdef class _WindowOf:
     """A window's keepalive: the memory it was cut from (one export of it while this lives)
-    and the table handed to C when the window's own geometry is not a plain T**."""
+    and the tables handed to C when the window's own geometry is not a plain T**, one per
+    row_offset asked for (two callers with different offsets never share one)."""
     cdef IndirectMemory base
-    cdef void** ctable
+    cdef dict ctables
 
     def __init__(self, *args, **kwargs):
         raise TypeError("windows are made by indexing an IndirectMemory")
 
     def __dealloc__(self):
-        free(self.ctable)
-        self.ctable = NULL
         if self.base is not None and self.base.exports > self.base.pins:
             self.base.exports -= 1
 
@@ -66,7 +76,8 @@ cdef IndirectMemory _window(IndirectMemory mem, object key):
     cdef Py_ssize_t subs[IB_MAX_NDIM]
     cdef Py_ssize_t seen[IB_MAX_NDIM]
     cdef int d, nd = 0, last_indirect = -1
-    cdef Py_ssize_t n, i
+    cdef unsigned int mask = 0
+    cdef Py_ssize_t n
     mem._check_alive()
     cdef int ndim = mem.ndim_
     items = _window_key(key, ndim)
@@ -83,32 +94,49 @@ cdef IndirectMemory _window(IndirectMemory mem, object key):
             if bounds[2] == 0:
                 raise ValueError(f"slice step cannot be zero (dimension {d})")
             first, stop, stride = slice(*bounds).indices(n)
-            start[d], step[d] = first, stride
             length[d] = len(range(first, stop, stride))
-            if length[d] == 0:
-                start[d] = 0  # nothing is read: keep the start inside the table
+            # A step only matters between two elements (and then |step| < n): a huge one
+            # (2**63) leaves one element, as in NumPy.
+            step[d] = stride if length[d] > 1 else 1
+            start[d] = first if length[d] > 0 else 0  # nothing read: start inside the table
             keep[d] = True
         else:
             try:
-                i = operator.index(item)
+                index = operator.index(item)
             except TypeError:
                 raise TypeError(f"indices must be integers, slices or '...', not "
                                 f"{type(item).__name__} (dimension {d})") from None
-            if i < -n or i >= n:
-                raise IndexError(f"index {i} is out of range for dimension {d} of size {n}")
-            start[d], step[d], length[d] = (i + n if i < 0 else i), 1, 1
+            if index < -n or index >= n:  # Python ints: any size is compared, not converted
+                raise IndexError(f"index {index} is out of range for dimension {d} of size {n}")
+            start[d], step[d], length[d] = (index + n if index < 0 else index), 1, 1
             keep[d] = False
+    # The suboffsets never change while mem lives: the window's layout is known now.
+    for d in range(ndim):
+        if not keep[d] and mem.suboffsets_[d] >= 0:
+            raise IndexError(f"an integer index cannot drop dimension {d}: it is reached "
+                             f"through pointers; use a slice ({start[d]}:{start[d] + 1}) "
+                             "to keep it")
+        if keep[d]:
+            if mem.suboffsets_[d] >= 0:
+                mask |= 1u << nd
+            nd += 1
+    if nd == 0:
+        raise IndexError("a window needs at least one slice; read single elements through "
+                         "to_numpy() or a memoryview")
+    # Everything that allocates (and so may run the garbage collector, and any finalizer)
+    # happens before the last check: from it on, only C reads and writes.
+    cdef _WindowOf link = _WindowOf.__new__(_WindowOf)
+    cdef IndirectMemory out = _new_memory(nd, mask)
+    parent = _window_link(mem)
+    cdef IndirectMemory root = mem if parent is None else (<_WindowOf>parent).base
     mem._check_alive()
     for d in range(ndim):
         if mem.shape_[d] != seen[d]:
             raise BufferError(f"the {type(mem).__name__} changed shape while its index was "
                               "computed")
     cdef char* buf = <char*>mem.table
+    nd = 0
     for d in range(ndim):
-        if not keep[d] and mem.suboffsets_[d] >= 0:
-            raise IndexError(f"an integer index cannot drop dimension {d}: it is reached "
-                             f"through pointers; use a slice ({start[d]}:{start[d] + 1}) "
-                             "to keep it")
         # The offset of dimension d applies before d is indexed: after the pointer of the
         # nearest indirect dimension kept before it, or to the root.
         if last_indirect < 0:
@@ -122,17 +150,12 @@ cdef IndirectMemory _window(IndirectMemory mem, object key):
             if subs[nd] >= 0:
                 last_indirect = nd
             nd += 1
-    if nd == 0:
-        raise IndexError("a window needs at least one slice; read single elements through "
-                         "to_numpy() or a memoryview")
-    cdef _WindowOf link = _WindowOf.__new__(_WindowOf)
-    parent = _window_link(mem)
-    link.base = mem if parent is None else (<_WindowOf>parent).base
-    cdef IndirectMemory out = _new_memory(nd, _mask_of(subs, nd))
     out._init_geometry(<void**>buf, nd, shape, strides, subs, mem.format_, mem.itemsize_,
-                       mem.readonly_, None)
-    out.keepalive = link
-    link.base.exports += 1
+                       mem.readonly_, link)
+    link.base = root
+    root.exports += 1
+    # C may re-point the memory's rows through the window's tables from now on.
+    root.layout_trusted = False
     return out
 
 
@@ -156,8 +179,9 @@ cdef void** _window_c_table(IndirectMemory mem, object format, bint writable,
     """The T** of a 2-D window for C: row i points row_offset bytes before the window's
     first element of row i. Checked as every table is; filled again at every call."""
     cdef _WindowOf link = <_WindowOf>mem.keepalive
-    cdef Py_ssize_t i, rows = mem.shape_[0]
+    cdef Py_ssize_t i, rows
     cdef char* p
+    cdef _CTable table
     if row_offset < 0:
         raise ValueError(f"row_offset must be >= 0, got {row_offset}")
     _check_request(mem, format, writable, mem.suboffsets_, False)
@@ -167,14 +191,23 @@ cdef void** _window_c_table(IndirectMemory mem, object format, bint writable,
                           f"is {_layout_text(mem)} with strides {mem.strides} and suboffsets "
                           f"{mem.suboffsets} (C gets a table of its own only for a 2-D window "
                           "with contiguous rows; copy() the window first)")
-    if link.ctable == NULL:
-        link.ctable = <void**>malloc((rows if rows > 0 else 1) * sizeof(void*))
-        if link.ctable == NULL:
+    # Allocations first (they may run finalizers); then only C until the table is full.
+    if link.ctables is None:
+        link.ctables = {}
+    table = link.ctables.get(row_offset)
+    if table is None:
+        table = _CTable.__new__(_CTable)
+        rows = mem.shape_[0]
+        table.ptr = <void**>malloc((rows if rows > 0 else 1) * sizeof(void*))
+        if table.ptr == NULL:
             raise MemoryError(f"cannot allocate a table of {rows} row pointers")
+        link.ctables[row_offset] = table
+    mem._check_alive()
+    rows = mem.shape_[0]
     for i in range(rows):
         p = (<char**>(<char*>mem.table + i * mem.strides_[0]))[0]
         if p == NULL:
             raise ValueError(f"row {i} of the pointer table is NULL")
-        link.ctable[i] = p + mem.suboffsets_[0] - row_offset
+        table.ptr[i] = p + mem.suboffsets_[0] - row_offset
     mem.layout_trusted = False
-    return link.ctable
+    return table.ptr
