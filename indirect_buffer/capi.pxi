@@ -96,13 +96,7 @@ cdef int _capi_table_acquire(PyObject* obj, const char* format, int writable,
         raise ValueError(f"ib_table_acquire: unknown flags {flags:#x}")
     fmt = None if format == NULL else _capi_format(format)
     cdef IndirectMemory2D mem = _capi_memory_of(<object>obj, fmt, writable != 0, flags)
-    cdef void** table
-    if _needs_c_table(mem, row_offset):
-        table = _window_c_table(mem, fmt, writable != 0, row_offset)
-    else:
-        mem._check_table_request(fmt, writable != 0, row_offset)
-        # ptr_table(), not .table: it tells the memory that C may re-point rows from now on.
-        table = mem.ptr_table()
+    cdef void** table = _table_for_c(mem, fmt, writable != 0, row_offset)
     mem.pin()
     out.table = table
     out.rows = mem.shape_[0]

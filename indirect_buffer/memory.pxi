@@ -304,10 +304,11 @@ cdef class IndirectMemory:
         self._check_alive()
         self.pins += 1
         self.exports += 1
-        if type(self.keepalive) is _WindowOf:
+        cdef _WindowOf link = _window_link(self)
+        if link is not None:
             # C holds the base's pointers too: pin it (counted even if a revoked loan).
-            (<_WindowOf>self.keepalive).base.pins += 1
-            (<_WindowOf>self.keepalive).base.exports += 1
+            link.base.pins += 1
+            link.base.exports += 1
         return 0
 
     cdef void unpin(self) noexcept:
@@ -319,8 +320,9 @@ cdef class IndirectMemory:
             return
         self.pins -= 1
         self.exports -= 1
-        if type(self.keepalive) is _WindowOf:
-            (<_WindowOf>self.keepalive).base.unpin()
+        cdef _WindowOf link = _window_link(self)
+        if link is not None:
+            link.base.unpin()
 
     def pinned(self, format=None, writable=False, Py_ssize_t row_offset=0, offsets=None):
         """Context manager for C calls from ctypes/cffi: `with mem.pinned("d") as address:`.

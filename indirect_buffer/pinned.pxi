@@ -45,15 +45,13 @@ cdef class _Pinned:
                              "for a second pin")
         cdef Py_ssize_t offs[IB_MAX_NDIM]
         cdef void* address = mem.table
-        if self.offsets is None and _needs_c_table(mem, self.row_offset):
-            address = _window_c_table(mem, self.format, self.writable, self.row_offset)
-        elif self.offsets is None:
-            mem._check_table_request(self.format, self.writable, self.row_offset)
+        if self.offsets is None:
+            address = _table_for_c(mem, self.format, self.writable, self.row_offset)
         else:
             mem._check_alive()
             _parse_offsets(self.offsets, _mask_of(mem.suboffsets_, mem.ndim_), mem.ndim_, offs)
             _check_request(mem, self.format, self.writable, offs, True)
-            if type(mem.keepalive) is _WindowOf and mem.levels_ == 0:
+            if _window_link(mem) is not None and mem.levels_ == 0:
                 raise BufferError(f"pinned(offsets=...) hands C the window's own tables, but "
                                   f"they are not a plain pointer structure (strides "
                                   f"{mem.strides}); copy() the window first")

@@ -127,8 +127,8 @@ cdef IndirectMemory _window(IndirectMemory mem, object key):
     # happens before the last check: from it on, only C reads and writes.
     cdef _WindowOf link = _WindowOf.__new__(_WindowOf)
     cdef IndirectMemory out = _new_memory(nd, mask)
-    parent = _window_link(mem)
-    cdef IndirectMemory root = mem if parent is None else (<_WindowOf>parent).base
+    cdef _WindowOf parent = _window_link(mem)
+    cdef IndirectMemory root = mem if parent is None else parent.base
     mem._check_alive()
     for d in range(ndim):
         if mem.shape_[d] != seen[d]:
@@ -164,7 +164,7 @@ cdef bint _needs_c_table(IndirectMemory mem, Py_ssize_t row_offset) noexcept:
     (rows or tables stepped, columns stepped) or its data not row_offset bytes after every
     pointer (columns cut). A 2-D one gets a table of its own; others are refused."""
     cdef int d
-    if type(mem.keepalive) is not _WindowOf:
+    if _window_link(mem) is None:
         return False
     if mem.levels_ == 0:
         return True
@@ -211,3 +211,13 @@ cdef void** _window_c_table(IndirectMemory mem, object format, bint writable,
         table.ptr[i] = p + mem.suboffsets_[0] - row_offset
     mem.layout_trusted = False
     return table.ptr
+
+
+cdef void** _table_for_c(IndirectMemory mem, object format, bint writable,
+                         Py_ssize_t row_offset) except NULL:
+    """The root table pinned() and ib_table_acquire hand C: a window's table of its own when
+    it needs one, else the memory's own, checked as every table is."""
+    if _needs_c_table(mem, row_offset):
+        return _window_c_table(mem, format, writable, row_offset)
+    mem._check_table_request(format, writable, row_offset)
+    return mem.ptr_table()  # ptr_table(): C may re-point rows from now on
